@@ -1,0 +1,76 @@
+"""`RunConfig`: everything that defines a training run, validated in one place."""
+
+import dataclasses
+import math
+
+from keras_mlp.data import DATASETS
+from keras_mlp.distribute import STRATEGIES
+from keras_mlp.errors import UserError
+from keras_mlp.layers import ACTIVATIONS
+from keras_mlp.models import MODELS
+from keras_mlp.training import OPTIMIZERS
+
+
+def _accepted(name, value, accepted):
+    if value not in accepted:
+        raise UserError(f"--{name}={value!r} is not known; accepted: {', '.join(accepted)}")
+
+
+def _positive_int(name, value):
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise UserError(f"--{name} must be a positive integer. Received: {value!r}")
+
+
+def _positive_finite(name, value):
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise UserError(f"--{name} must be a positive finite number. Received: {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """One training run. Defaults are the chapter's seed: 784 -> 256 -> 10 on
+    Fashion-MNIST, sigma 0.01, SGD with learning rate 0.1, batch 256, 10 epochs."""
+
+    model: str = "scratch"
+    hidden_units: tuple = (256,)
+    activation: str = "relu"
+    sigma: float = 0.01
+    optimizer: str = "sgd"
+    learning_rate: float = 0.1
+    batch_size: int = 256
+    epochs: int = 10
+    dataset: str = "fashion_mnist"
+    data_dir: str | None = None
+    download: bool = False
+    validation_split: float = 0.0
+    model_dir: str | None = None
+    strategy: str = "default"
+    cpu_devices: int = 2
+    num_gpus: int | None = None
+    seed: int = 0
+    steps_per_execution: int = 50
+
+    def __post_init__(self):
+        object.__setattr__(self, "hidden_units", tuple(self.hidden_units))
+        _accepted("model", self.model, MODELS)
+        _accepted("activation", self.activation, ACTIVATIONS)
+        _accepted("optimizer", self.optimizer, OPTIMIZERS)
+        _accepted("dataset", self.dataset, DATASETS)
+        _accepted("strategy", self.strategy, STRATEGIES)
+        if not self.hidden_units:
+            raise UserError("--hidden_units needs at least one width")
+        for width in self.hidden_units:
+            _positive_int("hidden_units", width)
+        for name in ("batch_size", "epochs", "cpu_devices", "steps_per_execution"):
+            _positive_int(name, getattr(self, name))
+        _positive_finite("sigma", self.sigma)
+        _positive_finite("learning_rate", self.learning_rate)
+        if not 0.0 <= self.validation_split < 1.0:
+            raise UserError(
+                f"--validation_split must be in [0, 1). Received: {self.validation_split}"
+            )
+        if self.num_gpus is not None and self.num_gpus < 0:
+            raise UserError(f"--num_gpus must be >= 0. Received: {self.num_gpus}")
+
+    def to_dict(self):
+        return {**dataclasses.asdict(self), "hidden_units": list(self.hidden_units)}

@@ -1,0 +1,137 @@
+"""Command-line flags (absl). The library never reads FLAGS; this module turns
+them into a `RunConfig` and absl stops here."""
+
+import sys
+
+from absl import flags
+
+from keras_mlp.config import RunConfig
+from keras_mlp.data import DATASETS
+from keras_mlp.distribute import STRATEGIES
+from keras_mlp.errors import UserError
+from keras_mlp.layers import ACTIVATIONS
+from keras_mlp.models import MODELS
+from keras_mlp.training import OPTIMIZERS
+
+FLAGS = flags.FLAGS
+_DEFAULTS = RunConfig()
+
+
+def define_flags():
+    """Defines the training flags, each defaulting to the chapter's seed run."""
+    d = _DEFAULTS
+    flags.DEFINE_enum(
+        "model",
+        d.model,
+        MODELS,
+        "scratch: explicit W1, b1, W2, b2 and a hand-written ReLU; concise: keras.Sequential.",
+    )
+    flags.DEFINE_list(
+        "hidden_units",
+        [str(u) for u in d.hidden_units],
+        "Comma-separated widths of the hidden layers, input side first, e.g. 256 or 512,256.",
+    )
+    flags.DEFINE_enum(
+        "activation",
+        d.activation,
+        ACTIVATIONS,
+        "Hidden-layer activation (relu is hand-written in the scratch model).",
+    )
+    flags.DEFINE_float(
+        "sigma", d.sigma, "Std. dev. of the scratch model's normal weight initialisation."
+    )
+    flags.DEFINE_enum("optimizer", d.optimizer, OPTIMIZERS, "Keras optimizer.")
+    flags.DEFINE_float(
+        "learning_rate", d.learning_rate, "Learning rate (a positive finite number)."
+    )
+    flags.DEFINE_integer(
+        "batch_size", d.batch_size, "Global batch size, split across all replicas."
+    )
+    flags.DEFINE_integer("epochs", d.epochs, "Number of training epochs.")
+    flags.DEFINE_enum(
+        "dataset",
+        d.dataset,
+        DATASETS,
+        "fashion_mnist (or any IDX image set given with --data_dir), or synthetic (small, for smoke runs).",
+    )
+    flags.DEFINE_string(
+        "data_dir",
+        d.data_dir,
+        "Directory holding the four IDX .gz files. Default: the keras cache "
+        "($KERAS_HOME/datasets/fashion-mnist), then tensorflow-datasets.",
+    )
+    flags.DEFINE_boolean(
+        "download",
+        d.download,
+        "Let tensorflow-datasets download Fashion-MNIST when no local copy is found (needs the internet).",
+    )
+    flags.DEFINE_float(
+        "validation_split",
+        d.validation_split,
+        "Fraction of the training set held out for validation; 0 validates on the test split.",
+    )
+    flags.DEFINE_string(
+        "model_dir",
+        d.model_dir,
+        "Output directory (logs/, metrics.json, progress.png, model.keras). Default: runs/<model>-<time>.",
+    )
+    flags.DEFINE_enum(
+        "strategy",
+        d.strategy,
+        STRATEGIES,
+        "tf.distribute strategy: default, one_device, or mirrored (all local GPUs, else --cpu_devices CPUs).",
+    )
+    flags.DEFINE_integer(
+        "cpu_devices", d.cpu_devices, "Logical CPU devices for --strategy=mirrored without GPUs."
+    )
+    flags.DEFINE_integer("num_gpus", d.num_gpus, "Local GPUs to use (default: all).")
+    flags.DEFINE_integer(
+        "seed", d.seed, "Seed for weights, data order and the validation hold-out."
+    )
+    flags.DEFINE_integer(
+        "steps_per_execution",
+        d.steps_per_execution,
+        "Training steps per tf.function call (fewer Python round trips).",
+    )
+
+
+def parse_flags(argv):
+    """absl's parser, but a bad flag or flagfile is one line on stderr and exit 2."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _hidden_units(values):
+    try:
+        return tuple(int(v) for v in values)
+    except ValueError:
+        raise UserError(
+            f"--hidden_units expects comma-separated positive integers. Received: {','.join(values)!r}"
+        ) from None
+
+
+def config_from_flags():
+    """The `RunConfig` that the parsed flags describe."""
+    return RunConfig(
+        model=FLAGS.model,
+        hidden_units=_hidden_units(FLAGS.hidden_units),
+        activation=FLAGS.activation,
+        sigma=FLAGS.sigma,
+        optimizer=FLAGS.optimizer,
+        learning_rate=FLAGS.learning_rate,
+        batch_size=FLAGS.batch_size,
+        epochs=FLAGS.epochs,
+        dataset=FLAGS.dataset,
+        data_dir=FLAGS.data_dir,
+        download=FLAGS.download,
+        validation_split=FLAGS.validation_split,
+        model_dir=FLAGS.model_dir,
+        strategy=FLAGS.strategy,
+        cpu_devices=FLAGS.cpu_devices,
+        num_gpus=FLAGS.num_gpus,
+        seed=FLAGS.seed,
+        steps_per_execution=FLAGS.steps_per_execution,
+    )

@@ -1,0 +1,23 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="keras_mlp",
+    version="0.1.0",
+    description="Multilayer perceptrons in TensorFlow/Keras, from scratch and concise, on any tf.distribute strategy.",
+    long_description=open("README.md").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["keras_mlp", "keras_mlp.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "tensorflow>=2.16",
+        "keras>=3.10",
+        "tensorflow-datasets",
+        "importlib_resources",  # tensorflow-datasets imports it without declaring it (tensorflow/datasets#11212)
+        "tensorboard",
+        "absl-py",
+        "tqdm",
+        "matplotlib",
+    ],
+    extras_require={"test": ["pytest", "ruff"]},
+    entry_points={"console_scripts": ["keras-mlp-train=keras_mlp.main:main"]},
+)
