@@ -71,7 +71,7 @@ class MLPScratch(keras.Model):
         self.num_inputs = math.prod(input_shape[1:])
         widths = (self.num_inputs, *self.hidden_units, self.num_outputs)
         self.kernels, self.biases = [], []
-        for i, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:]), start=1):
+        for i, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:], strict=True), start=1):
             kernel = self.add_weight(
                 name=f"W{i}",
                 shape=(fan_in, fan_out),
@@ -86,7 +86,7 @@ class MLPScratch(keras.Model):
 
     def call(self, X):
         H = ops.reshape(X, (-1, self.num_inputs))  # (batch, num_inputs)
-        for W, b in zip(self.kernels[:-1], self.biases[:-1]):
+        for W, b in zip(self.kernels[:-1], self.biases[:-1], strict=True):
             H = self.activation(ops.matmul(H, W) + b)  # (batch, hidden)
         return ops.matmul(H, self.kernels[-1]) + self.biases[-1]  # (batch, num_outputs)
 

@@ -223,7 +223,7 @@ class Trainer:
                 seconds,
                 steps_per_epoch * global_batch / seconds,
             ]
-            for key, value in zip(HISTORY_KEYS, values):
+            for key, value in zip(HISTORY_KEYS, values, strict=True):
                 history[key].append(value)
             writers.write_epoch(epoch, history)
             if self.verbose:
