@@ -108,6 +108,21 @@ def read_idx(path):
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
 
 
+def write_idx(path, array):
+    """Writes a uint8 array as an IDX file (gzip-compressed when `path` ends in .gz).
+
+    The inverse of `read_idx`: a way to bring any image set into the layout that
+    `load_dataset` reads.
+    """
+    array = np.asarray(array)
+    if array.dtype != np.uint8:
+        raise UserError(f"{path}: IDX files here hold uint8 data. Received dtype {array.dtype}")
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "wb") as f:
+        f.write(header + array.tobytes())
+
+
 def _find_idx_file(directory, name):
     """The path of `name` in `directory`, accepting an uncompressed copy too."""
     for candidate in (directory / name, directory / name.removesuffix(".gz")):

@@ -1,0 +1,123 @@
+"""Tests for keras_mlp.models: MLPScratch and the concise MLP."""
+
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl.testing import parameterized
+
+from keras_mlp.models import MLPScratch, build_model, concise_mlp
+
+
+def _copy_weights(source, target):
+    target.set_weights([w.numpy() for w in source.trainable_weights])
+
+
+class MLPScratchTest(tf.test.TestCase, parameterized.TestCase):
+    def test_seed_model_has_the_chapters_parameters(self):
+        model = build_model("scratch", (28, 28), 10)
+        names = [v.name for v in model.trainable_variables]
+        self.assertEqual(names, ["W1", "b1", "W2", "b2"])
+        self.assertEqual(tuple(model.W1.shape), (784, 256))
+        self.assertEqual(tuple(model.W2.shape), (256, 10))
+        self.assertAllEqual(model.b1, np.zeros(256))
+        self.assertNear(float(np.std(model.W1.numpy())), 0.01, 0.0005)
+        self.assertEqual(model.count_params(), 784 * 256 + 256 + 256 * 10 + 10)
+
+    def test_input_size_and_classes_come_from_the_data(self):
+        model = build_model("scratch", (5, 7), 3, hidden_units=(16, 8))
+        self.assertEqual(
+            [tuple(v.shape) for v in model.trainable_variables],
+            [(35, 16), (16,), (16, 8), (8,), (8, 3), (3,)],
+        )
+        self.assertEqual(tuple(model(np.zeros((4, 5, 7), "float32")).shape), (4, 3))
+
+    def test_forward_is_the_chapters_formula(self):
+        model = build_model("scratch", (2, 3), 4, hidden_units=(5,))
+        rng = np.random.default_rng(0)
+        model.set_weights([rng.normal(size=w.shape).astype("float32") for w in model.weights])
+        x = rng.normal(size=(6, 2, 3)).astype("float32")
+        W1, b1, W2, b2 = (w.numpy() for w in model.weights)
+        expected = np.maximum(x.reshape(-1, 6) @ W1 + b1, 0) @ W2 + b2
+        self.assertAllClose(model(x), expected, rtol=1e-5, atol=1e-5)
+
+    @parameterized.parameters(((256,),), ((64, 32),), ((32, 16, 8),))
+    def test_scratch_and_concise_agree_on_logits_and_gradients(self, hidden_units):
+        scratch = build_model("scratch", (28, 28), 10, hidden_units=hidden_units)
+        concise = build_model("concise", (28, 28), 10, hidden_units=hidden_units)
+        rng = np.random.default_rng(3)
+        concise.set_weights(
+            [rng.normal(0, 0.1, size=w.shape).astype("float32") for w in concise.weights]
+        )
+        _copy_weights(concise, scratch)
+        x = tf.constant(rng.uniform(size=(16, 28, 28)), tf.float32)
+        y = tf.constant(rng.integers(0, 10, size=16))
+        grads = []
+        for model in (scratch, concise):
+            with tf.GradientTape() as tape:
+                logits = model(x)
+                loss = keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
+            grads.append(tape.gradient(loss, model.trainable_variables))
+            if model is scratch:
+                scratch_logits = logits
+        self.assertAllClose(scratch_logits, concise(x), rtol=1e-5, atol=1e-5)
+        for g_scratch, g_concise in zip(*grads, strict=True):
+            self.assertAllClose(g_scratch, g_concise, rtol=1e-5, atol=1e-6)
+
+    @parameterized.parameters("scratch", "concise")
+    def test_plain_compile_and_fit_trains_every_weight(self, name):
+        model = build_model(name, (4, 4), 3, hidden_units=(8,))
+        model.compile(
+            optimizer=keras.optimizers.SGD(0.5),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+        before = [w.numpy().copy() for w in model.trainable_weights]
+        rng = np.random.default_rng(0)
+        model.fit(rng.uniform(size=(32, 4, 4)), rng.integers(0, 3, size=32), epochs=1, verbose=0)
+        self.assertLen(model.trainable_weights, 4)
+        for old, new in zip(before, model.trainable_weights, strict=True):
+            self.assertNotAllClose(old, new.numpy())
+
+    def test_keras_file_reloads_in_a_fresh_process(self):
+        model = build_model("scratch", (6, 6), 4, hidden_units=(8, 8), activation="tanh", sigma=0.2)
+        path = os.path.join(self.get_temp_dir(), "scratch.keras")
+        model.save(path)
+        x = np.linspace(0, 1, 2 * 36, dtype="float32").reshape(2, 6, 6)
+        expected = model(x).numpy()
+        code = (
+            "import sys, numpy as np, keras, keras_mlp.models;"
+            f"m = keras.models.load_model({path!r});"
+            "x = np.linspace(0, 1, 72, dtype='float32').reshape(2, 6, 6);"
+            "print(type(m).__name__, m.get_config()['hidden_units']);"
+            "np.save(sys.argv[1], m(x).numpy())"
+        )
+        out = os.path.join(self.get_temp_dir(), "logits.npy")
+        result = subprocess.run(
+            [sys.executable, "-c", code, out], capture_output=True, text=True, timeout=120
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("MLPScratch [8, 8]", result.stdout)
+        self.assertAllClose(np.load(out), expected)
+
+    @parameterized.named_parameters(
+        ("zero_width", {"hidden_units": (0,)}, "hidden_units=0"),
+        ("bad_outputs", {"num_outputs": -1}, "num_outputs=-1"),
+        ("bad_sigma", {"sigma": -0.1}, "sigma=-0.1"),
+        ("bad_activation", {"activation": "nope"}, "nope"),
+    )
+    def test_scratch_rejects_bad_arguments(self, kwargs, message):
+        with self.assertRaisesRegex(ValueError, message):
+            MLPScratch(**kwargs)
+
+    def test_concise_and_factory_reject_bad_arguments(self):
+        with self.assertRaisesRegex(ValueError, "hidden_units='8'"):
+            concise_mlp((4,), 3, hidden_units=("8",))
+        with self.assertRaisesRegex(ValueError, "Unknown model 'big'"):
+            build_model("big", (4,), 3)
+
+
+if __name__ == "__main__":
+    tf.test.main()

@@ -1,0 +1,135 @@
+"""Tests for keras_mlp.training.Trainer: learning, strategies, outputs, errors."""
+
+import json
+import os
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl.testing import parameterized
+from tensorboard.backend.event_processing import event_accumulator
+
+from keras_mlp.data import load_dataset
+from keras_mlp.distribute import get_strategy
+from keras_mlp.errors import UserError
+from keras_mlp.models import build_model
+from keras_mlp.training import HISTORY_KEYS, Trainer
+
+
+def _train(strategy_name, model_name="scratch", epochs=1, batch_size=64, model_dir=None, **kwargs):
+    data = load_dataset("synthetic")
+    trainer = Trainer(
+        max_epochs=epochs,
+        batch_size=batch_size,
+        strategy=get_strategy(strategy_name),
+        model_dir=model_dir,
+        verbose=False,
+        **kwargs,
+    )
+    keras.utils.set_random_seed(1)
+    with trainer.strategy.scope():
+        model = build_model(model_name, data.input_shape, data.num_classes, hidden_units=(32,))
+    history = trainer.fit(model, data)
+    return model, history
+
+
+def scalars(log_dir):
+    """{tag: [(step, value), ...]} read back from TensorBoard event files."""
+    accumulator = event_accumulator.EventAccumulator(str(log_dir), size_guidance={"tensors": 0})
+    accumulator.Reload()
+    return {
+        tag: [(e.step, float(tf.make_ndarray(e.tensor_proto))) for e in accumulator.Tensors(tag)]
+        for tag in accumulator.Tags()["tensors"]
+    }
+
+
+class TrainerTest(tf.test.TestCase, parameterized.TestCase):
+    @parameterized.parameters("scratch", "concise")
+    def test_learns_the_synthetic_set(self, model_name):
+        model, history = _train("default", model_name, epochs=2, batch_size=32)
+        self.assertEqual(set(history), set(HISTORY_KEYS))
+        self.assertLen(history["loss"], 2)
+        self.assertLess(history["loss"][1], history["loss"][0])
+        self.assertGreater(history["val_accuracy"][-1], 0.9)
+
+    def test_validation_accuracy_is_exact_over_the_whole_split(self):
+        model, history = _train("default", epochs=1, batch_size=96)
+        data = load_dataset("synthetic")  # 500 validation examples: not a multiple of 96
+        logits = model.predict(data.val_images.astype("float32") / 255.0, verbose=0)
+        expected = np.mean(np.argmax(logits, axis=-1) == data.val_labels)
+        self.assertAllClose(history["val_accuracy"][0], expected, atol=1e-6)
+        loss = keras.losses.sparse_categorical_crossentropy(
+            data.val_labels, logits, from_logits=True
+        )
+        self.assertAllClose(history["val_loss"][0], float(np.mean(loss)), rtol=1e-5)
+
+    @parameterized.parameters("scratch", "concise")
+    def test_mirrored_on_two_cpus_matches_one_device(self, model_name):
+        one, one_history = _train("one_device", model_name, epochs=2)
+        mirrored, mirrored_history = _train("mirrored", model_name, epochs=2)
+        for a, b in zip(one.get_weights(), mirrored.get_weights(), strict=True):
+            self.assertAllClose(a, b, atol=1e-5, rtol=0)
+        self.assertAllClose(one_history["loss"], mirrored_history["loss"], atol=1e-5)
+        self.assertAllClose(
+            one_history["val_accuracy"], mirrored_history["val_accuracy"], atol=1e-6
+        )
+
+    def test_steps_per_execution_does_not_change_results(self):
+        a, _ = _train("default", steps_per_execution=1)
+        b, _ = _train("default", steps_per_execution=7)
+        for wa, wb in zip(a.get_weights(), b.get_weights(), strict=True):
+            self.assertAllClose(wa, wb, atol=1e-6)
+
+    def test_writes_metrics_plot_model_and_tensorboard_scalars(self):
+        model_dir = Path(self.get_temp_dir()) / "run"
+        model_dir.mkdir()
+        model, history = _train("default", epochs=3, model_dir=str(model_dir), run_config={"x": 1})
+        metrics = json.loads((model_dir / "metrics.json").read_text())
+        self.assertEqual(metrics["history"]["val_accuracy"], history["val_accuracy"])
+        self.assertEqual(metrics["final"]["val_accuracy"], history["val_accuracy"][-1])
+        self.assertEqual(metrics["final"]["validation"], "test")
+        self.assertEqual(metrics["config"], {"x": 1})
+        self.assertEqual((model_dir / "progress.png").read_bytes()[:8], b"\x89PNG\r\n\x1a\n")
+        reloaded = keras.models.load_model(model_dir / "model.keras")
+        x = np.zeros((2, 12, 12), "float32")
+        self.assertAllClose(reloaded(x), model(x))
+        self.assertEqual([p for p in os.listdir(model_dir) if p.startswith(".")], [])
+        train = scalars(model_dir / "logs" / "train")
+        validation = scalars(model_dir / "logs" / "validation")
+        self.assertEqual([step for step, _ in train["epoch_loss"]], [1, 2, 3])
+        self.assertAllClose([v for _, v in train["epoch_loss"]], history["loss"])
+        self.assertAllClose([v for _, v in validation["epoch_accuracy"]], history["val_accuracy"])
+        self.assertIn("examples_per_second", train)
+        self.assertIn("epoch_loss", validation)
+
+    def test_rejects_misuse(self):
+        data = load_dataset("synthetic")
+        mirrored = Trainer(batch_size=33, strategy=get_strategy("mirrored"), verbose=False)
+        with mirrored.strategy.scope():
+            model = build_model("concise", data.input_shape, data.num_classes)
+        with self.assertRaisesRegex(
+            UserError, "batch_size=33 must be divisible by the number of replicas"
+        ):
+            mirrored.fit(model, data)
+        outside = build_model("concise", data.input_shape, data.num_classes)
+        with self.assertRaisesRegex(ValueError, "inside `trainer.strategy.scope"):
+            Trainer(batch_size=32, strategy=get_strategy("mirrored"), verbose=False).fit(
+                outside, data
+            )
+        with self.assertRaisesRegex(UserError, "larger than the training set"):
+            Trainer(batch_size=4096, verbose=False).fit(outside, data)
+        with self.assertRaisesRegex(UserError, "unknown optimizer 'sgdd'"):
+            Trainer(optimizer="sgdd")
+
+    def test_diverging_loss_stops_with_a_hint(self):
+        with self.assertRaisesRegex(FloatingPointError, "lower --learning_rate"):
+            _train("default", learning_rate=1e12)
+
+    def test_other_optimizers_by_name(self):
+        _, history = _train("default", optimizer="adam", learning_rate=1e-3, epochs=2)
+        self.assertLess(history["loss"][1], history["loss"][0])
+
+
+if __name__ == "__main__":
+    tf.test.main()
