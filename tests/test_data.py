@@ -229,7 +229,7 @@ class PipelineTest(tf.test.TestCase):
         fn = data_lib.eval_dataset_fn(self.images, self.labels, 20)
         seen, total_weight = [], 0.0
         for ctx in _pipeline_contexts(2, 2):
-            for x, y, w in fn(ctx):
+            for _, y, w in fn(ctx):
                 self.assertEqual(len(y), 10)
                 seen.extend(y.numpy()[w.numpy() == 1])
                 total_weight += float(w.numpy().sum())
