@@ -93,6 +93,10 @@ def define_flags():
         d.steps_per_execution,
         "Training steps per tf.function call (fewer Python round trips).",
     )
+    # --help shows the main module's key flags; make ours key for whichever
+    # entry point runs (scripts/train.py or the console script).
+    for name in _DEFAULTS.to_dict():
+        FLAGS.register_key_flag_for_module(sys.argv[0], FLAGS[name])
 
 
 def parse_flags(argv):

@@ -18,9 +18,13 @@ from keras_mlp.errors import UserError  # noqa: E402
 RUN_OUTPUTS = ("metrics.json", "model.keras", "progress.png", "logs")
 
 
-def prepare_model_dir(config):
+def default_model_dir(config):
+    return config.model_dir or f"runs/{config.model}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def prepare_model_dir(model_dir):
     """Creates the run's directory, refusing one that already holds a run."""
-    model_dir = Path(config.model_dir or f"runs/{config.model}-{time.strftime('%Y%m%d-%H%M%S')}")
+    model_dir = Path(model_dir)
     existing = [name for name in RUN_OUTPUTS if (model_dir / name).exists()]
     if existing:
         raise UserError(
@@ -29,15 +33,19 @@ def prepare_model_dir(config):
         )
     try:
         model_dir.mkdir(parents=True, exist_ok=True)
-        (model_dir / ".write_test").touch()
-        (model_dir / ".write_test").unlink()
+        probe = model_dir / f".write_test.{os.getpid()}"
+        probe.touch()
+        probe.unlink()
     except OSError as e:
         raise UserError(f"--model_dir={model_dir} is not writable ({e.strerror or e})") from None
-    return model_dir
 
 
 def train(config, verbose=True):
-    """Runs the training described by `config`; returns `(model, history, model_dir)`."""
+    """Runs the training described by `config`; returns `(model, history, model_dir)`.
+
+    Everything that can be checked is checked before the model_dir is touched,
+    so a bad request leaves no trace there.
+    """
     import keras
 
     from keras_mlp.data import load_dataset
@@ -50,7 +58,6 @@ def train(config, verbose=True):
     data = load_dataset(
         config.dataset, config.data_dir, config.validation_split, config.seed, config.download
     )
-    model_dir = prepare_model_dir(config)
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
         model = build_model(
@@ -61,6 +68,21 @@ def train(config, verbose=True):
             config.activation,
             config.sigma,
         )
+    model_dir = default_model_dir(config)
+    trainer = Trainer(
+        max_epochs=config.epochs,
+        batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        optimizer=config.optimizer,
+        strategy=strategy,
+        model_dir=model_dir,
+        seed=config.seed,
+        steps_per_execution=config.steps_per_execution,
+        run_config=config.to_dict(),
+        verbose=verbose,
+    )
+    trainer.check(model, data)
+    prepare_model_dir(model_dir)
     if verbose:
         print(
             f"{config.model} MLP {'x'.join(map(str, data.input_shape))} -> "
@@ -69,26 +91,16 @@ def train(config, verbose=True):
             f"{strategy.num_replicas_in_sync} replica(s); outputs in {model_dir}",
             flush=True,
         )
-    trainer = Trainer(
-        max_epochs=config.epochs,
-        batch_size=config.batch_size,
-        learning_rate=config.learning_rate,
-        optimizer=config.optimizer,
-        strategy=strategy,
-        model_dir=str(model_dir),
-        seed=config.seed,
-        steps_per_execution=config.steps_per_execution,
-        run_config=config.to_dict(),
-        verbose=verbose,
-    )
     history = trainer.fit(model, data)
     return model, history, model_dir
 
 
 def _main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     try:
+        if len(argv) > 1:
+            raise UserError(
+                f"unexpected arguments {' '.join(argv[1:])!r}; all settings are --flags"
+            )
         _, history, model_dir = train(flags_lib.config_from_flags())
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

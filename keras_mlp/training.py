@@ -116,7 +116,8 @@ class Trainer:
         self.run_config = run_config or {}
         self.verbose = verbose
 
-    def _check(self, model, data):
+    def check(self, model, data):
+        """Raises if `fit(model, data)` cannot run: call it before creating outputs."""
         replicas = self.strategy.num_replicas_in_sync
         if self.batch_size % replicas:
             raise UserError(
@@ -139,7 +140,7 @@ class Trainer:
         Returns:
             The history: a dict of per-epoch lists keyed by `HISTORY_KEYS`.
         """
-        self._check(model, data)
+        self.check(model, data)
         strategy, global_batch = self.strategy, self.batch_size
         with strategy.scope():
             optimizer = keras.optimizers.get(
