@@ -104,7 +104,8 @@ def parse_flags(argv):
     try:
         return FLAGS(argv)
     except flags.Error as e:
-        print(f"error: {e}", file=sys.stderr)
+        # absl prefixes some messages with its own "ERROR::"; one prefix is enough.
+        print(f"error: {str(e).removeprefix('ERROR:: ')}", file=sys.stderr)
         sys.exit(2)
 
 

@@ -1,0 +1,163 @@
+"""Bad input to scripts/train.py: one clear error line, non-zero exit, no traceback,
+and nothing created or changed in the model_dir."""
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from absl.testing import parameterized
+from cli_util import error_lines, run_train
+from test_data import write_idx_set
+
+from keras_mlp.data import write_idx
+
+QUICK = ("--dataset=synthetic", "--epochs=1", "--batch_size=64")
+
+
+def _snapshot(directory):
+    """{relative path: sha256} of every file below `directory`."""
+    return {
+        str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(Path(directory).rglob("*"))
+        if p.is_file()
+    }
+
+
+class BadInputTest(tf.test.TestCase, parameterized.TestCase):
+    def setUp(self):
+        super().setUp()
+        self.tmp = Path(self.get_temp_dir())
+
+    def assert_rejected(self, args, message, model_dir):
+        result = run_train(*args, f"--model_dir={model_dir}")
+        self.assertNotEqual(result.returncode, 0, result.stdout)
+        self.assertNotIn("Traceback", result.stderr)
+        errors = error_lines(result)
+        self.assertLen(errors, 1, result.stderr)
+        self.assertRegex(errors[0], message)
+        self.assertEqual(result.stderr.strip().splitlines()[-1], errors[0])
+
+    @parameterized.named_parameters(
+        (
+            "unknown_model",
+            ["--model=big"],
+            r"--model=big: value should be one of <scratch\|concise>",
+        ),
+        ("unknown_strategy", ["--strategy=tpu"], "--strategy=tpu: value should be one of"),
+        ("unknown_optimizer", ["--optimizer=sgdd"], "--optimizer=sgdd: value should be one of"),
+        (
+            "unknown_activation",
+            ["--activation=swoosh"],
+            "--activation=swoosh: value should be one of",
+        ),
+        ("unknown_dataset", ["--dataset=cifar"], "--dataset=cifar: value should be one of"),
+        (
+            "zero_width",
+            ["--hidden_units=0"],
+            "--hidden_units must be a positive integer. Received: 0",
+        ),
+        (
+            "text_width",
+            ["--hidden_units=12,abc"],
+            "comma-separated positive integers. Received: '12,abc'",
+        ),
+        ("zero_batch", ["--batch_size=0"], "--batch_size must be a positive integer. Received: 0"),
+        ("negative_epochs", ["--epochs=-1"], "--epochs must be a positive integer"),
+        (
+            "negative_lr",
+            ["--learning_rate=-0.1"],
+            "--learning_rate must be a positive finite number",
+        ),
+        (
+            "nan_lr",
+            ["--learning_rate=nan"],
+            "--learning_rate must be a positive finite number. Received: nan",
+        ),
+        (
+            "inf_lr",
+            ["--learning_rate=inf"],
+            "--learning_rate must be a positive finite number. Received: inf",
+        ),
+        (
+            "text_lr",
+            ["--learning_rate=fast"],
+            "--learning_rate=fast: could not convert string to float",
+        ),
+        ("zero_sigma", ["--sigma=0"], "--sigma must be a positive finite number"),
+        ("bad_split", ["--validation_split=1.5"], r"--validation_split must be in \[0, 1\)"),
+        (
+            "zero_cpus",
+            ["--strategy=mirrored", "--cpu_devices=0"],
+            "--cpu_devices must be a positive integer",
+        ),
+        ("too_many_gpus", ["--num_gpus=8"], "--num_gpus=8 but this machine has"),
+        (
+            "odd_batch_mirrored",
+            ["--strategy=mirrored", "--cpu_devices=2", "--batch_size=63"],
+            "--batch_size=63 must be divisible by the number of replicas",
+        ),
+        ("batch_over_data", ["--batch_size=100000"], "larger than the training set"),
+        (
+            "missing_flagfile",
+            ["--flagfile=configs/nope.flags"],
+            "^error: Unable to open flagfile.*nope.flags",
+        ),
+        ("unknown_flag", ["--hidden_unit=3"], "Unknown command line flag 'hidden_unit'"),
+        ("positional_argument", ["train"], "unexpected arguments 'train'"),
+        (
+            "missing_data_dir",
+            ["--dataset=fashion_mnist", "--data_dir=/no/such/dir"],
+            "/no/such/dir does not exist",
+        ),
+    )
+    def test_rejected_without_touching_model_dir(self, args, message):
+        model_dir = self.tmp / "never_created"
+        self.assert_rejected([*QUICK, *args], message, model_dir)
+        self.assertFalse(model_dir.exists())
+
+    def test_flagfile_with_unknown_flag(self):
+        flagfile = self.tmp / "bad.flags"
+        flagfile.write_text("--model=scratch\n--bogus=1\n")
+        self.assert_rejected(
+            [f"--flagfile={flagfile}"],
+            "Unknown command line flag 'bogus'",
+            self.tmp / "never_created",
+        )
+
+    def test_corrupt_and_mismatched_idx_files(self):
+        corrupt = write_idx_set(self.tmp / "corrupt")
+        raw = (corrupt / "train-images-idx3-ubyte.gz").read_bytes()
+        (corrupt / "train-images-idx3-ubyte.gz").write_bytes(raw[:-20])
+        self.assert_rejected(
+            [*QUICK, "--dataset=fashion_mnist", f"--data_dir={corrupt}"],
+            "train-images-idx3-ubyte.gz: truncated or corrupt gzip",
+            self.tmp / "never_created",
+        )
+        mismatched = write_idx_set(self.tmp / "mismatched")
+        write_idx(mismatched / "t10k-labels-idx1-ubyte.gz", np.zeros(7, np.uint8))
+        self.assert_rejected(
+            [*QUICK, "--dataset=fashion_mnist", f"--data_dir={mismatched}"],
+            "holds 20 images but .*t10k-labels-idx1-ubyte.gz holds 7 labels",
+            self.tmp / "never_created",
+        )
+        self.assertFalse((self.tmp / "never_created").exists())
+
+    def test_earlier_run_is_never_overwritten(self):
+        model_dir = self.tmp / "earlier"
+        first = run_train(*QUICK, f"--model_dir={model_dir}")
+        self.assertEqual(first.returncode, 0, first.stderr)
+        before = _snapshot(model_dir)
+        self.assertIn("metrics.json", before)
+        self.assert_rejected([*QUICK, "--model=concise"], "already holds a run", model_dir)
+        self.assertEqual(_snapshot(model_dir), before)
+
+    def test_unwritable_model_dir(self):
+        blocker = self.tmp / "a_file"
+        blocker.write_text("not a directory")
+        self.assert_rejected(QUICK, "is not writable", blocker / "run")
+        self.assertEqual(blocker.read_text(), "not a directory")
+
+
+if __name__ == "__main__":
+    tf.test.main()
