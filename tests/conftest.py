@@ -19,3 +19,9 @@ tf.config.set_logical_device_configuration(
 flags.FLAGS.mark_as_parsed()
 
 sys.path.insert(0, os.path.dirname(__file__))
+
+# Tests run subprocesses from other folders: make the real-data path absolute.
+if os.environ.get("KERAS_MLP_FASHION_MNIST_DIR"):
+    os.environ["KERAS_MLP_FASHION_MNIST_DIR"] = os.path.abspath(
+        os.environ["KERAS_MLP_FASHION_MNIST_DIR"]
+    )
