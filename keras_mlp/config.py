@@ -47,11 +47,14 @@ class RunConfig:
     strategy: str = "default"
     cpu_devices: int = 2
     num_gpus: int | None = None
+    worker_hosts: tuple = ()
+    task_index: int | None = None
     seed: int = 0
     steps_per_execution: int = 50
 
     def __post_init__(self):
         object.__setattr__(self, "hidden_units", tuple(self.hidden_units))
+        object.__setattr__(self, "worker_hosts", tuple(self.worker_hosts))
         _accepted("model", self.model, MODELS)
         _accepted("activation", self.activation, ACTIVATIONS)
         _accepted("optimizer", self.optimizer, OPTIMIZERS)
@@ -73,4 +76,8 @@ class RunConfig:
             raise UserError(f"--num_gpus must be >= 0. Received: {self.num_gpus}")
 
     def to_dict(self):
-        return {**dataclasses.asdict(self), "hidden_units": list(self.hidden_units)}
+        return {
+            **dataclasses.asdict(self),
+            "hidden_units": list(self.hidden_units),
+            "worker_hosts": list(self.worker_hosts),
+        }

@@ -1,10 +1,16 @@
-"""`get_strategy`: every supported `tf.distribute` strategy from one name."""
+"""`get_strategy`: every supported `tf.distribute` strategy from one name, and the
+cluster set-up of multi-worker training."""
+
+import errno
+import json
+import os
+import socket
 
 import tensorflow as tf
 
 from keras_mlp.errors import UserError
 
-STRATEGIES = ("default", "one_device", "mirrored")
+STRATEGIES = ("default", "one_device", "mirrored", "multi_worker_mirrored")
 
 
 def _logical_cpus(count):
@@ -29,18 +35,97 @@ def _logical_cpus(count):
     return [f"/cpu:{i}" for i in range(count)]
 
 
-def get_strategy(name="default", cpu_devices=2, num_gpus=None):
+def _parse_tf_config():
+    """TF_CONFIG as `(cluster dict, task type, task index)`, validated."""
+    try:
+        config = json.loads(os.environ["TF_CONFIG"])
+    except json.JSONDecodeError as e:
+        raise UserError(f"TF_CONFIG is not valid JSON ({e})") from None
+    cluster = config.get("cluster") if isinstance(config, dict) else None
+    task = config.get("task") if isinstance(config, dict) else None
+    if (
+        not isinstance(cluster, dict)
+        or not cluster
+        or not all(isinstance(h, list) and h for h in cluster.values())
+        or not isinstance(task, dict)
+    ):
+        raise UserError(
+            'TF_CONFIG must look like {"cluster": {"worker": ["host:port", ...]}, '
+            '"task": {"type": "worker", "index": 0}}'
+        )
+    task_type, index = task.get("type"), task.get("index")
+    if task_type not in cluster:
+        raise UserError(
+            f"TF_CONFIG task type {task_type!r} is not in its cluster {sorted(cluster)}"
+        )
+    if not isinstance(index, int) or not 0 <= index < len(cluster[task_type]):
+        raise UserError(
+            f"TF_CONFIG task index {index!r} is outside its {len(cluster[task_type])} "
+            f"{task_type} address(es)"
+        )
+    return cluster, task_type, index
+
+
+def _check_port_free(address):
+    """Fails clearly when this worker cannot listen on its own `host:port`."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(f"worker address {address!r} is not host:port")
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, int(port)))
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise UserError(
+                    f"port {port} of this worker ({address}) is already in use"
+                ) from None
+            raise UserError(f"this worker cannot listen on {address} ({e.strerror or e})") from None
+
+
+def cluster_resolver(worker_hosts=None, task_index=None, num_gpus=None):
+    """The cluster of a multi-worker run: TF_CONFIG when set, else `worker_hosts` and `task_index`.
+
+    Args:
+        worker_hosts: `["host:port", ...]`, one per worker, the same on every worker.
+        task_index: This worker's position in `worker_hosts`; 0 is the chief.
+        num_gpus: Local GPUs per worker; `None` means all.
+    """
+    if "TF_CONFIG" in os.environ:
+        cluster, task_type, index = _parse_tf_config()
+        _check_port_free(cluster[task_type][index])
+        return tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    if not worker_hosts:
+        raise UserError("--strategy=multi_worker_mirrored needs TF_CONFIG or --worker_hosts")
+    if task_index is None or not 0 <= task_index < len(worker_hosts):
+        raise UserError(
+            f"--task_index={task_index} is outside --worker_hosts "
+            f"({len(worker_hosts)} hosts: 0..{len(worker_hosts) - 1})"
+        )
+    _check_port_free(worker_hosts[task_index])
+    return tf.distribute.cluster_resolver.SimpleClusterResolver(
+        tf.train.ClusterSpec({"worker": list(worker_hosts)}),
+        task_type="worker",
+        task_id=task_index,
+        rpc_layer="grpc",
+        num_accelerators=None if num_gpus is None else {"GPU": num_gpus},
+    )
+
+
+def get_strategy(name="default", cpu_devices=2, num_gpus=None, worker_hosts=None, task_index=None):
     """Returns the `tf.distribute.Strategy` called `name`.
 
     Args:
         name: `"default"` (no distribution), `"one_device"` (the first GPU, else
-            the CPU) or `"mirrored"` (synchronous data parallelism over the local
-            GPUs, or over `cpu_devices` logical CPU devices when there is none).
+            the CPU), `"mirrored"` (synchronous data parallelism over the local
+            GPUs, or over `cpu_devices` logical CPU devices when there is none)
+            or `"multi_worker_mirrored"` (the same across machines, with
+            collective all-reduce; see `cluster_resolver`).
         cpu_devices: Logical CPU devices for `"mirrored"` without GPUs. Defaults to `2`.
         num_gpus: How many local GPUs to use; `None` means all. Defaults to `None`.
+        worker_hosts, task_index: The cluster when TF_CONFIG is not set.
 
     Raises:
-        UserError: for an unknown name or impossible device counts.
+        UserError: for an unknown name, impossible device counts or a bad cluster.
     """
     if name not in STRATEGIES:
         raise UserError(f"unknown strategy {name!r}; accepted: {', '.join(STRATEGIES)}")
@@ -52,6 +137,10 @@ def get_strategy(name="default", cpu_devices=2, num_gpus=None):
         return tf.distribute.get_strategy()
     if name == "one_device":
         return tf.distribute.OneDeviceStrategy(gpu_names[0] if gpu_names else "/cpu:0")
+    if name == "multi_worker_mirrored":
+        return tf.distribute.MultiWorkerMirroredStrategy(
+            cluster_resolver=cluster_resolver(worker_hosts, task_index, num_gpus)
+        )
     if not isinstance(cpu_devices, int) or cpu_devices < 1:
         raise UserError(f"--cpu_devices must be a positive integer. Received: {cpu_devices}")
     devices = gpu_names or _logical_cpus(cpu_devices)
@@ -59,12 +148,6 @@ def get_strategy(name="default", cpu_devices=2, num_gpus=None):
 
 
 def is_chief(strategy):
-    """Whether this process writes the run's outputs (always true on one machine)."""
-    resolver = strategy.cluster_resolver
-    if resolver is None or not resolver.cluster_spec().as_dict():
-        return True
-    return resolver.task_type == "chief" or (
-        resolver.task_type == "worker"
-        and resolver.task_id == 0
-        and "chief" not in resolver.cluster_spec().as_dict()
-    )
+    """Whether this process writes the run's outputs: always on one machine, and
+    only the chief (worker 0) in a multi-worker cluster."""
+    return strategy.extended.should_checkpoint

@@ -79,12 +79,24 @@ def define_flags():
         "strategy",
         d.strategy,
         STRATEGIES,
-        "tf.distribute strategy: default, one_device, or mirrored (all local GPUs, else --cpu_devices CPUs).",
+        "tf.distribute strategy: default, one_device, mirrored (all local GPUs, else --cpu_devices CPUs), "
+        "or multi_worker_mirrored (a cluster from TF_CONFIG or --worker_hosts/--task_index).",
     )
     flags.DEFINE_integer(
         "cpu_devices", d.cpu_devices, "Logical CPU devices for --strategy=mirrored without GPUs."
     )
     flags.DEFINE_integer("num_gpus", d.num_gpus, "Local GPUs to use (default: all).")
+    flags.DEFINE_list(
+        "worker_hosts",
+        list(d.worker_hosts),
+        "multi_worker_mirrored without TF_CONFIG: comma-separated host:port of every worker, "
+        "the same list on each.",
+    )
+    flags.DEFINE_integer(
+        "task_index",
+        d.task_index,
+        "multi_worker_mirrored: this worker's index in --worker_hosts; 0 is the chief.",
+    )
     flags.DEFINE_integer(
         "seed", d.seed, "Seed for weights, data order and the validation hold-out."
     )
@@ -137,6 +149,8 @@ def config_from_flags():
         strategy=FLAGS.strategy,
         cpu_devices=FLAGS.cpu_devices,
         num_gpus=FLAGS.num_gpus,
+        worker_hosts=tuple(FLAGS.worker_hosts),
+        task_index=FLAGS.task_index,
         seed=FLAGS.seed,
         steps_per_execution=FLAGS.steps_per_execution,
     )

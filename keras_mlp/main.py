@@ -15,7 +15,7 @@ from keras_mlp import flags as flags_lib  # noqa: E402
 from keras_mlp.errors import UserError  # noqa: E402
 
 # A model_dir holding any of these already has a run that must not be overwritten.
-RUN_OUTPUTS = ("metrics.json", "model.keras", "progress.png", "logs")
+RUN_OUTPUTS = ("metrics.json", "model.keras", "progress.png", "logs", "checkpoints")
 
 
 def default_model_dir(config):
@@ -46,15 +46,23 @@ def train(config, verbose=True):
     Everything that can be checked is checked before the model_dir is touched,
     so a bad request leaves no trace there.
     """
+    import warnings
+
     import keras
+    import tensorflow as tf
 
     from keras_mlp.data import load_dataset
-    from keras_mlp.distribute import get_strategy
+    from keras_mlp.distribute import get_strategy, is_chief
     from keras_mlp.models import build_model
     from keras_mlp.training import Trainer
 
+    tf.get_logger().setLevel("WARNING")  # per-step INFO chatter from tf.distribute
+    # tf.distribute reads dataset options in graph mode; the warning is about TF internals.
+    warnings.filterwarnings("ignore", message="To make it possible to preserve tf.data options")
     # First: mirrored-on-CPUs must split the CPU before TensorFlow runs any op.
-    strategy = get_strategy(config.strategy, config.cpu_devices, config.num_gpus)
+    strategy = get_strategy(
+        config.strategy, config.cpu_devices, config.num_gpus, config.worker_hosts, config.task_index
+    )
     data = load_dataset(
         config.dataset, config.data_dir, config.validation_split, config.seed, config.download
     )
@@ -82,7 +90,8 @@ def train(config, verbose=True):
         verbose=verbose,
     )
     trainer.check(model, data)
-    prepare_model_dir(model_dir)
+    if is_chief(strategy):  # other workers of a cluster write nothing there
+        prepare_model_dir(model_dir)
     if verbose:
         print(
             f"{config.model} MLP {'x'.join(map(str, data.input_shape))} -> "
@@ -121,3 +130,7 @@ def main():
     """Entry point of `scripts/train.py` and the `keras-mlp-train` console script."""
     flags_lib.define_flags()
     app.run(_main, flags_parser=flags_lib.parse_flags)
+
+
+if __name__ == "__main__":
+    main()

@@ -6,7 +6,12 @@ so the trainer owns its loop: a `tf.function` that runs several steps through
 strategies, and a multi-worker cluster.
 """
 
+import contextlib
+import hashlib
+import shutil
+import tempfile
 import time
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -149,6 +154,8 @@ class Trainer:
             # Without this, the first apply under a strategy fails (keras-team/keras#19246).
             optimizer.build(model.trainable_variables)
             train_totals, val_totals = _Totals(), _Totals()
+            epochs_done = tf.Variable(0, dtype=tf.int64, trainable=False)
+        checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epochs_done)
 
         train_fn, steps_per_epoch = data_lib.train_dataset_fn(
             data.train_images, data.train_labels, global_batch, self.seed, 0, self.max_epochs
@@ -187,9 +194,8 @@ class Trainer:
             for batch in dataset:
                 strategy.run(eval_step, args=batch)
 
-        writers = reporting.SummaryWriters(self.model_dir if is_chief(strategy) else None)
-        history = {key: [] for key in HISTORY_KEYS}
-        for epoch in range(1, self.max_epochs + 1):
+        def run_epoch(epoch):
+            """Trains one epoch and validates; returns the epoch's `HISTORY_KEYS` values."""
             start = time.perf_counter()
             train_totals.reset()
             with tqdm(
@@ -199,42 +205,76 @@ class Trainer:
                 disable=None if self.verbose else True,
                 leave=False,
             ) as bar:
-                done = 0
-                while done < steps_per_epoch:
+                for done in range(0, steps_per_epoch, self.steps_per_execution):
                     chunk = min(self.steps_per_execution, steps_per_epoch - done)
                     train_steps(train_iterator, tf.constant(chunk))
-                    done += chunk
-                    if not bar.disable:
+                    # Reading the totals is a collective in a cluster: every worker
+                    # must do it equally often, whether or not it shows a bar.
+                    if self.verbose:
                         bar.set_postfix(loss=f"{train_totals.result()[0]:.4f}", refresh=False)
                         bar.update(chunk)
             val_totals.reset()
             evaluate(val_dataset)
             seconds = time.perf_counter() - start
             loss, accuracy = train_totals.result()
-            val_loss, val_accuracy = val_totals.result()
             if not np.isfinite(loss):
                 raise FloatingPointError(
                     f"training loss became {loss} in epoch {epoch}; try a lower --learning_rate"
                 )
-            values = [
-                loss,
-                accuracy,
-                val_loss,
-                val_accuracy,
-                seconds,
-                steps_per_epoch * global_batch / seconds,
-            ]
-            for key, value in zip(HISTORY_KEYS, values, strict=True):
-                history[key].append(value)
-            writers.write_epoch(epoch, history)
-            if self.verbose:
-                print(
-                    f"epoch {epoch}/{self.max_epochs}: loss {loss:.4f} accuracy {accuracy:.4f} "
-                    f"val_loss {val_loss:.4f} val_accuracy {val_accuracy:.4f} "
-                    f"({seconds:.2f}s, {values[-1]:,.0f} examples/s)",
-                    flush=True,
-                )
+            examples_per_second = steps_per_epoch * global_batch / seconds
+            return (loss, accuracy, *val_totals.result(), seconds, examples_per_second)
+
+        writers = reporting.SummaryWriters(self.model_dir if is_chief(strategy) else None)
+        history = {key: [] for key in HISTORY_KEYS}
+        with _checkpoint_manager(checkpoint, strategy, self.model_dir) as checkpoints:
+            for epoch in range(1, self.max_epochs + 1):
+                values = run_epoch(epoch)
+                for key, value in zip(HISTORY_KEYS, values, strict=True):
+                    history[key].append(value)
+                writers.write_epoch(epoch, history)
+                epochs_done.assign(epoch)
+                if checkpoints:
+                    checkpoints.save(checkpoint_number=epoch)
+                if self.verbose:
+                    loss, accuracy, val_loss, val_accuracy, seconds, speed = values
+                    print(
+                        f"epoch {epoch}/{self.max_epochs}: loss {loss:.4f} accuracy {accuracy:.4f} "
+                        f"val_loss {val_loss:.4f} val_accuracy {val_accuracy:.4f} "
+                        f"({seconds:.2f}s, {speed:,.0f} examples/s)",
+                        flush=True,
+                    )
         writers.close()
         if self.model_dir and is_chief(strategy):
             reporting.save_run(self.model_dir, model, history, data, self.run_config)
+        if self.verbose:
+            # Equal on every worker of a cluster: a quick check that they agree.
+            print(f"weights fingerprint {weights_fingerprint(model)}", flush=True)
         return history
+
+
+def weights_fingerprint(model):
+    """A short hash of the model's weights, to compare replicas or runs at a glance."""
+    digest = hashlib.sha256()
+    for weight in model.get_weights():
+        digest.update(np.ascontiguousarray(weight).tobytes())
+    return digest.hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def _checkpoint_manager(checkpoint, strategy, model_dir):
+    """Epoch checkpoints in `<model_dir>/checkpoints` (the last 3 kept), or `None`.
+
+    In a cluster every worker must save (TensorFlow's documented pattern); only
+    the chief's copy is kept, the others go to a temporary folder removed at the end.
+    """
+    if not model_dir:
+        yield None
+        return
+    if is_chief(strategy):
+        yield tf.train.CheckpointManager(checkpoint, Path(model_dir) / "checkpoints", max_to_keep=3)
+        return
+    scratch = tempfile.mkdtemp(prefix="keras_mlp_worker_checkpoints_")
+    try:
+        yield tf.train.CheckpointManager(checkpoint, scratch, max_to_keep=1)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

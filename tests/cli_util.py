@@ -7,13 +7,18 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 TRAIN = REPO / "scripts" / "train.py"
+LAUNCH = REPO / "scripts" / "launch_local.py"
 
 
-def run_train(*args, cwd=None, timeout=300):
-    """Runs train.py with `args`; returns the CompletedProcess (text output)."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+def run_train(*args, cwd=None, timeout=300, env=None, script=TRAIN):
+    """Runs train.py (or another `script`) with `args`; returns the CompletedProcess.
+
+    `env` adds to (or, with a value of None, removes from) this process's environment.
+    """
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
+    env = {key: value for key, value in env.items() if value is not None}
     return subprocess.run(
-        [sys.executable, str(TRAIN), *map(str, args)],
+        [sys.executable, str(script), *map(str, args)],
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -1,0 +1,172 @@
+"""A local cluster: N training workers on 127.0.0.1, each with its TF_CONFIG.
+
+The launcher is the one place that bounds a multi-worker run in time: a
+MultiWorkerMirroredStrategy worker whose peer never comes waits forever, and a
+worker catches SIGTERM, so stragglers are ended with SIGKILL after a short grace.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from contextlib import ExitStack
+
+from absl import app, flags
+
+from keras_mlp.errors import UserError
+from keras_mlp.flags import parse_flags
+
+GRACE_SECONDS = 3.0
+
+
+def free_ports(count, host="127.0.0.1"):
+    """`count` distinct ports that are free on `host` now."""
+    with ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind((host, 0))
+        return [sock.getsockname()[1] for sock in sockets]
+
+
+def tf_config(hosts, index):
+    return json.dumps({"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}})
+
+
+def _describe_exit(code):
+    if code < 0:
+        return f"killed by {signal.Signals(-code).name}"
+    return f"exit status {code}"
+
+
+class Worker:
+    """One worker process whose output is echoed with a `[worker i]` prefix."""
+
+    def __init__(self, index, command, env):
+        self.index = index
+        self.last_error = None
+        self.process = subprocess.Popen(
+            command,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            start_new_session=True,  # its own process group: killed as a whole
+        )
+        self._echo = threading.Thread(target=self._pump, daemon=True)
+        self._echo.start()
+
+    def _pump(self):
+        for line in self.process.stdout:
+            line = line.rstrip("\n")
+            if line.startswith("error:"):
+                self.last_error = line.removeprefix("error:").strip()
+            print(f"[worker {self.index}] {line}", flush=True)
+
+    def kill(self, sig):
+        if self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def finish(self):
+        self._echo.join(timeout=5)
+
+
+def launch(num_workers, train_command, timeout):
+    """Runs `train_command` as `num_workers` workers; returns the launcher's exit status.
+
+    Exit 0 when every worker succeeds; otherwise the first failing worker's status
+    (1 when it was killed by a signal, 124 on timeout), after stopping the rest.
+    """
+    if num_workers < 1:
+        raise UserError(f"--workers must be a positive integer. Received: {num_workers}")
+    if not timeout > 0:
+        raise UserError(f"--timeout must be a positive number of seconds. Received: {timeout}")
+    hosts = [f"127.0.0.1:{port}" for port in free_ports(num_workers)]
+    workers = [
+        Worker(i, train_command, {**os.environ, "TF_CONFIG": tf_config(hosts, i)})
+        for i in range(num_workers)
+    ]
+    for worker, host in zip(workers, hosts, strict=True):
+        print(f"[launcher] worker {worker.index} (pid {worker.process.pid}) on {host}", flush=True)
+    deadline = time.monotonic() + timeout
+    failed, status = None, 0
+    try:
+        while True:
+            codes = [w.process.poll() for w in workers]
+            failed = next(
+                (w for w, c in zip(workers, codes, strict=True) if c not in (None, 0)), None
+            )
+            if failed or all(c == 0 for c in codes):
+                break
+            if time.monotonic() > deadline:
+                status = 124
+                print(
+                    f"error: the cluster did not finish within --timeout={timeout:g}s; stopped all workers",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                break
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        status = 130
+        print("error: interrupted; stopped all workers", file=sys.stderr, flush=True)
+    finally:
+        _stop(workers)
+    if failed:
+        code = failed.process.returncode
+        reason = _describe_exit(code) + (f": {failed.last_error}" if failed.last_error else "")
+        print(
+            f"error: worker {failed.index} failed ({reason}); stopped the others",
+            file=sys.stderr,
+            flush=True,
+        )
+        status = code if code > 0 else 1
+    return status
+
+
+def _stop(workers):
+    """SIGTERM, then SIGKILL after a grace period, to every worker still running."""
+    running = [w for w in workers if w.process.poll() is None]
+    for worker in running:
+        worker.kill(signal.SIGTERM)
+    end = time.monotonic() + GRACE_SECONDS
+    while any(w.process.poll() is None for w in running) and time.monotonic() < end:
+        time.sleep(0.1)
+    for worker in running:
+        worker.kill(signal.SIGKILL)
+    for worker in workers:
+        worker.process.wait()
+        worker.finish()
+
+
+def train_command(train_args):
+    """The command each worker runs: train.py with the user's flags, multi-worker last so it wins."""
+    return [sys.executable, "-m", "keras_mlp.main", *train_args, "--strategy=multi_worker_mirrored"]
+
+
+def define_flags():
+    flags.DEFINE_integer("workers", 2, "Number of worker processes on 127.0.0.1.")
+    flags.DEFINE_float(
+        "timeout", 1800, "Seconds the whole cluster may run before every worker is stopped."
+    )
+
+
+def _main(argv):
+    try:
+        return launch(flags.FLAGS.workers, train_command(argv[1:]), flags.FLAGS.timeout)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def main():
+    """Entry point of `scripts/launch_local.py`: `--workers=N -- <train.py flags>`."""
+    define_flags()
+    app.run(_main, flags_parser=parse_flags)
