@@ -102,6 +102,15 @@ class TrainerTest(tf.test.TestCase, parameterized.TestCase):
         self.assertAllClose([v for _, v in validation["epoch_accuracy"]], history["val_accuracy"])
         self.assertIn("examples_per_second", train)
         self.assertIn("epoch_loss", validation)
+        # The last epoch's checkpoint restores the trained weights and the epoch count.
+        fresh = build_model("scratch", (12, 12), 5, hidden_units=(32,))
+        epoch = tf.Variable(0, dtype=tf.int64)
+        latest = tf.train.latest_checkpoint(str(model_dir / "checkpoints"))
+        self.assertTrue(latest.endswith("ckpt-3"))
+        tf.train.Checkpoint(model=fresh, epoch=epoch).restore(latest).expect_partial()
+        self.assertEqual(int(epoch), 3)
+        for a, b in zip(fresh.get_weights(), model.get_weights(), strict=True):
+            self.assertAllEqual(a, b)
 
     def test_rejects_misuse(self):
         data = load_dataset("synthetic")
