@@ -244,6 +244,11 @@ class Trainer:
                         flush=True,
                     )
         writers.close()
+        # How often each tf.function was traced: 1 each, or something retraces per call.
+        self.tracing_counts = {
+            "train_steps": train_steps.experimental_get_tracing_count(),
+            "evaluate": evaluate.experimental_get_tracing_count(),
+        }
         if self.model_dir and is_chief(strategy):
             reporting.save_run(self.model_dir, model, history, data, self.run_config)
         if self.verbose:

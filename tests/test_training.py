@@ -75,6 +75,14 @@ class TrainerTest(tf.test.TestCase, parameterized.TestCase):
             one_history["val_accuracy"], mirrored_history["val_accuracy"], atol=1e-6
         )
 
+    def test_each_tf_function_is_traced_once(self):
+        data = load_dataset("synthetic")
+        # 2000 // 64 = 31 steps per epoch in chunks of 7: the last chunk of each epoch is 3.
+        trainer = Trainer(max_epochs=3, batch_size=64, steps_per_execution=7, verbose=False)
+        model = build_model("scratch", data.input_shape, data.num_classes, hidden_units=(16,))
+        trainer.fit(model, data)
+        self.assertEqual(trainer.tracing_counts, {"train_steps": 1, "evaluate": 1})
+
     def test_steps_per_execution_does_not_change_results(self):
         a, _ = _train("default", steps_per_execution=1)
         b, _ = _train("default", steps_per_execution=7)
