@@ -26,6 +26,10 @@ def _positive_finite(name, value):
         raise UserError(f"--{name} must be a positive finite number. Received: {value!r}")
 
 
+# Keras dtype policies: float32, or mixed precision (float32 weights, 16-bit math) for GPUs.
+DTYPES = ("float32", "mixed_float16", "mixed_bfloat16")
+
+
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
     """One training run. Defaults are the chapter's seed: 784 -> 256 -> 10 on
@@ -51,6 +55,7 @@ class RunConfig:
     task_index: int | None = None
     seed: int = 0
     steps_per_execution: int = 50
+    dtype: str = "float32"
 
     def __post_init__(self):
         object.__setattr__(self, "hidden_units", tuple(self.hidden_units))
@@ -60,6 +65,7 @@ class RunConfig:
         _accepted("optimizer", self.optimizer, OPTIMIZERS)
         _accepted("dataset", self.dataset, DATASETS)
         _accepted("strategy", self.strategy, STRATEGIES)
+        _accepted("dtype", self.dtype, DTYPES)
         if not self.hidden_units:
             raise UserError("--hidden_units needs at least one width")
         for width in self.hidden_units:

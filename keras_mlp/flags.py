@@ -5,7 +5,7 @@ import sys
 
 from absl import flags
 
-from keras_mlp.config import RunConfig
+from keras_mlp.config import DTYPES, RunConfig
 from keras_mlp.data import DATASETS
 from keras_mlp.distribute import STRATEGIES
 from keras_mlp.errors import UserError
@@ -105,6 +105,13 @@ def define_flags():
         d.steps_per_execution,
         "Training steps per tf.function call (fewer Python round trips).",
     )
+    flags.DEFINE_enum(
+        "dtype",
+        d.dtype,
+        DTYPES,
+        "Keras dtype policy; the mixed ones keep float32 weights and compute in 16 bits "
+        "(for GPUs; mixed_float16 adds loss scaling).",
+    )
     # --help shows the main module's key flags; make ours key for whichever
     # entry point runs (scripts/train.py or the console script).
     for name in _DEFAULTS.to_dict():
@@ -153,4 +160,5 @@ def config_from_flags():
         task_index=FLAGS.task_index,
         seed=FLAGS.seed,
         steps_per_execution=FLAGS.steps_per_execution,
+        dtype=FLAGS.dtype,
     )

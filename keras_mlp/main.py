@@ -67,6 +67,7 @@ def train(config, verbose=True):
         config.dataset, config.data_dir, config.validation_split, config.seed, config.download
     )
     keras.utils.set_random_seed(config.seed)
+    keras.mixed_precision.set_global_policy(config.dtype)
     with strategy.scope():
         model = build_model(
             config.model,

@@ -151,6 +151,9 @@ class Trainer:
             optimizer = keras.optimizers.get(
                 {"class_name": self.optimizer_name, "config": {"learning_rate": self.learning_rate}}
             )
+            if model.dtype_policy.name == "mixed_float16":
+                # float16 gradients underflow without loss scaling; bfloat16 needs none.
+                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
             # Without this, the first apply under a strategy fails (keras-team/keras#19246).
             optimizer.build(model.trainable_variables)
             train_totals, val_totals = _Totals(), _Totals()
@@ -166,19 +169,20 @@ class Trainer:
 
         def train_step(images, labels):
             with tf.GradientTape() as tape:
-                logits = model(images, training=True)
+                logits = tf.cast(model(images, training=True), tf.float32)  # mixed precision
                 per_example = keras.losses.sparse_categorical_crossentropy(
                     labels, logits, from_logits=True
                 )
                 # Each replica's share of the global-batch mean; the optimizer sums the
                 # replicas' gradients, so the loss is scaled exactly once.
                 loss = tf.reduce_sum(per_example) / global_batch
-            grads = tape.gradient(loss, model.trainable_variables)
+                scaled_loss = optimizer.scale_loss(loss)  # the loss itself unless loss scaling
+            grads = tape.gradient(scaled_loss, model.trainable_variables)
             optimizer.apply(grads, model.trainable_variables)
             train_totals.add(per_example, logits, labels, tf.ones_like(per_example))
 
         def eval_step(images, labels, weights):
-            logits = model(images, training=False)
+            logits = tf.cast(model(images, training=False), tf.float32)
             per_example = keras.losses.sparse_categorical_crossentropy(
                 labels, logits, from_logits=True
             )

@@ -85,6 +85,7 @@ class BadInputTest(tf.test.TestCase, parameterized.TestCase):
             "--learning_rate=fast: could not convert string to float",
         ),
         ("zero_sigma", ["--sigma=0"], "--sigma must be a positive finite number"),
+        ("unknown_dtype", ["--dtype=float8"], "--dtype=float8: value should be one of"),
         ("bad_split", ["--validation_split=1.5"], r"--validation_split must be in \[0, 1\)"),
         (
             "zero_cpus",

@@ -143,6 +143,22 @@ class TrainerTest(tf.test.TestCase, parameterized.TestCase):
         with self.assertRaisesRegex(FloatingPointError, "lower --learning_rate"):
             _train("default", learning_rate=1e12)
 
+    @parameterized.parameters(
+        ("scratch", "mixed_bfloat16"),
+        ("concise", "mixed_bfloat16"),
+        ("scratch", "mixed_float16"),
+    )
+    def test_mixed_precision_keeps_float32_weights_and_learns(self, model_name, policy):
+        keras.mixed_precision.set_global_policy(policy)
+        try:
+            model, history = _train("default", model_name, epochs=2, batch_size=32)
+        finally:
+            keras.mixed_precision.set_global_policy("float32")
+        self.assertEqual(model.dtype_policy.name, policy)
+        self.assertEqual({v.dtype for v in model.trainable_variables}, {"float32"})
+        self.assertLess(history["loss"][1], history["loss"][0])
+        self.assertGreater(history["val_accuracy"][-1], 0.9)
+
     def test_other_optimizers_by_name(self):
         _, history = _train("default", optimizer="adam", learning_rate=1e-3, epochs=2)
         self.assertLess(history["loss"][1], history["loss"][0])
