@@ -354,6 +354,8 @@ def run_scaling_benchmark(output_dir, widths, depths, steps, batch_size=256):
         axes[1, column].set_xlabel(f"hidden {kind}")
         if kind == "width":
             axes[0, column].set_xscale("log", base=2)
+        else:
+            axes[1, column].set_xticks(x)
     axes[0, 0].set_ylabel("ms per step")
     axes[1, 0].set_ylabel("scratch / concise")
     axes[0, 0].legend()
