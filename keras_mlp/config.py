@@ -56,6 +56,10 @@ class RunConfig:
     seed: int = 0
     steps_per_execution: int = 50
     dtype: str = "float32"
+    checkpoint_every_steps: int = 0
+    keep_checkpoints: int = 3
+    overwrite: bool = False
+    deterministic: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "hidden_units", tuple(self.hidden_units))
@@ -70,8 +74,19 @@ class RunConfig:
             raise UserError("--hidden_units needs at least one width")
         for width in self.hidden_units:
             _positive_int("hidden_units", width)
-        for name in ("batch_size", "epochs", "cpu_devices", "steps_per_execution"):
+        for name in (
+            "batch_size",
+            "epochs",
+            "cpu_devices",
+            "steps_per_execution",
+            "keep_checkpoints",
+        ):
             _positive_int(name, getattr(self, name))
+        if not isinstance(self.checkpoint_every_steps, int) or self.checkpoint_every_steps < 0:
+            raise UserError(
+                f"--checkpoint_every_steps must be 0 (epoch ends only) or a positive integer. "
+                f"Received: {self.checkpoint_every_steps!r}"
+            )
         _positive_finite("sigma", self.sigma)
         _positive_finite("learning_rate", self.learning_rate)
         if not 0.0 <= self.validation_split < 1.0:

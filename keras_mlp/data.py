@@ -335,14 +335,17 @@ def _scale(images):
     return tf.cast(images, tf.float32) / 255.0
 
 
-def train_dataset_fn(images, labels, global_batch_size, seed, start_epoch, num_epochs):
+def train_dataset_fn(
+    images, labels, global_batch_size, seed, start_epoch, num_epochs, skip_steps=0
+):
     """A `dataset_fn` for `strategy.distribute_datasets_from_function`: training batches.
 
     Every epoch reshuffles the examples (not the batches) with a permutation
     derived from `(seed, epoch)`, so any epoch's order can be reproduced (for a
     resumed run) without replaying earlier ones. The last partial batch of an
     epoch is dropped so that every step has the same shape on every replica;
-    the reshuffle makes each epoch drop different examples.
+    the reshuffle makes each epoch drop different examples. `skip_steps` skips
+    the first steps of `start_epoch`, to resume mid-epoch.
 
     Yields `(images float32 (b, H, W), labels int32 (b,))` per replica, epochs back to back.
     """
@@ -358,9 +361,11 @@ def train_dataset_fn(images, labels, global_batch_size, seed, start_epoch, num_e
             order = tf.reshape(order[: steps * global_batch_size], (steps, global_batch_size))
             return tf.data.Dataset.from_tensor_slices(_pipeline_batches(order, input_context))
 
+        local_replicas = input_context.num_replicas_in_sync // input_context.num_input_pipelines
         return (
             tf.data.Dataset.range(start_epoch, start_epoch + num_epochs)
             .flat_map(epoch_batches)
+            .skip(skip_steps * local_replicas)
             .map(
                 lambda idx: (_scale(tf.gather(images_t, idx)), tf.gather(labels_t, idx)),
                 num_parallel_calls=tf.data.AUTOTUNE,

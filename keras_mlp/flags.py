@@ -112,6 +112,24 @@ def define_flags():
         "Keras dtype policy; the mixed ones keep float32 weights and compute in 16 bits "
         "(for GPUs; mixed_float16 adds loss scaling).",
     )
+    flags.DEFINE_integer(
+        "checkpoint_every_steps",
+        d.checkpoint_every_steps,
+        "Checkpoint every N training steps as well as at every epoch end (0: epoch ends only).",
+    )
+    flags.DEFINE_integer("keep_checkpoints", d.keep_checkpoints, "How many checkpoints to keep.")
+    flags.DEFINE_boolean(
+        "overwrite",
+        d.overwrite,
+        "Replace the run in --model_dir; without it a finished run is reported, an unfinished "
+        "one resumed, and one with other settings refused.",
+    )
+    flags.DEFINE_boolean(
+        "deterministic",
+        d.deterministic,
+        "Enable TensorFlow op determinism and pin thread counts: same command, same machine, "
+        "bitwise the same weights.",
+    )
     # --help shows the main module's key flags; make ours key for whichever
     # entry point runs (scripts/train.py or the console script).
     for name in _DEFAULTS.to_dict():
@@ -161,4 +179,8 @@ def config_from_flags():
         seed=FLAGS.seed,
         steps_per_execution=FLAGS.steps_per_execution,
         dtype=FLAGS.dtype,
+        checkpoint_every_steps=FLAGS.checkpoint_every_steps,
+        keep_checkpoints=FLAGS.keep_checkpoints,
+        overwrite=FLAGS.overwrite,
+        deterministic=FLAGS.deterministic,
     )

@@ -5,6 +5,7 @@ import os
 # Quiet TensorFlow's C++ start-up chatter unless the user asked for it.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import json  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -13,31 +14,23 @@ from absl import app  # noqa: E402
 
 from keras_mlp import flags as flags_lib  # noqa: E402
 from keras_mlp.errors import UserError  # noqa: E402
-
-# A model_dir holding any of these already has a run that must not be overwritten.
-RUN_OUTPUTS = ("metrics.json", "model.keras", "progress.png", "logs", "checkpoints")
+from keras_mlp.training import TrainingInterrupted  # noqa: E402
 
 
 def default_model_dir(config):
     return config.model_dir or f"runs/{config.model}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def prepare_model_dir(model_dir):
-    """Creates the run's directory, refusing one that already holds a run."""
-    model_dir = Path(model_dir)
-    existing = [name for name in RUN_OUTPUTS if (model_dir / name).exists()]
-    if existing:
-        raise UserError(
-            f"--model_dir={model_dir} already holds a run ({', '.join(existing)}); "
-            "choose a new --model_dir or remove the old run"
-        )
-    try:
-        model_dir.mkdir(parents=True, exist_ok=True)
-        probe = model_dir / f".write_test.{os.getpid()}"
-        probe.touch()
-        probe.unlink()
-    except OSError as e:
-        raise UserError(f"--model_dir={model_dir} is not writable ({e.strerror or e})") from None
+def _make_deterministic():
+    """Same seed, same machine, same strategy: bitwise the same run (DESIGN.md fact 16)."""
+    import tensorflow as tf
+
+    tf.config.experimental.enable_op_determinism()
+    try:  # thread counts change the order of float sums, so they are pinned
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+        tf.config.threading.set_intra_op_parallelism_threads(os.cpu_count() or 1)
+    except RuntimeError:
+        pass  # TensorFlow already started in this process: its thread pools stay as they are
 
 
 def train(config, verbose=True):
@@ -51,6 +44,7 @@ def train(config, verbose=True):
     import keras
     import tensorflow as tf
 
+    from keras_mlp import run_dir
     from keras_mlp.data import load_dataset
     from keras_mlp.distribute import get_strategy, is_chief
     from keras_mlp.models import build_model
@@ -59,6 +53,8 @@ def train(config, verbose=True):
     tf.get_logger().setLevel("WARNING")  # per-step INFO chatter from tf.distribute
     # tf.distribute reads dataset options in graph mode; the warning is about TF internals.
     warnings.filterwarnings("ignore", message="To make it possible to preserve tf.data options")
+    if config.deterministic:
+        _make_deterministic()
     # First: mirrored-on-CPUs must split the CPU before TensorFlow runs any op.
     strategy = get_strategy(
         config.strategy, config.cpu_devices, config.num_gpus, config.worker_hosts, config.task_index
@@ -78,6 +74,12 @@ def train(config, verbose=True):
             config.sigma,
         )
     model_dir = default_model_dir(config)
+    state = run_dir.NEW if config.overwrite else run_dir.inspect(model_dir, config)
+    if state == run_dir.COMPLETE:
+        history = json.loads((Path(model_dir) / "metrics.json").read_text())["history"]
+        if verbose:
+            print(f"the run in {model_dir} is already complete; pass --overwrite to train it again")
+        return None, history, model_dir
     trainer = Trainer(
         max_epochs=config.epochs,
         batch_size=config.batch_size,
@@ -87,12 +89,14 @@ def train(config, verbose=True):
         model_dir=model_dir,
         seed=config.seed,
         steps_per_execution=config.steps_per_execution,
+        checkpoint_every_steps=config.checkpoint_every_steps,
+        keep_checkpoints=config.keep_checkpoints,
         run_config=config.to_dict(),
         verbose=verbose,
     )
     trainer.check(model, data)
     if is_chief(strategy):  # other workers of a cluster write nothing there
-        prepare_model_dir(model_dir)
+        run_dir.prepare(model_dir, config)
     if verbose:
         print(
             f"{config.model} MLP {'x'.join(map(str, data.input_shape))} -> "
@@ -118,10 +122,11 @@ def _main(argv):
     except FloatingPointError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(
-            "error: interrupted; the model_dir keeps only files that were complete", file=sys.stderr
-        )
+    except TrainingInterrupted as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 128 + e.signal_number
+    except KeyboardInterrupt:  # outside the training loop, which stops cleanly by itself
+        print("error: interrupted; every file in the model_dir is complete", file=sys.stderr)
         return 130
     print(f"final val_accuracy {history['val_accuracy'][-1]:.4f}; outputs in {model_dir}")
     return 0

@@ -9,7 +9,9 @@ strategies, and a multi-worker cluster.
 import contextlib
 import hashlib
 import shutil
+import signal
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -35,43 +37,69 @@ HISTORY_KEYS = (
 )
 
 
+class TrainingInterrupted(Exception):
+    """Training stopped on SIGINT/SIGTERM after saving a checkpoint."""
+
+    def __init__(self, signal_number, step, checkpoint):
+        self.signal_number, self.step, self.checkpoint = signal_number, step, checkpoint
+        saved = (
+            f"checkpoint saved as {checkpoint}; rerun the same command to resume"
+            if checkpoint
+            else "nothing saved (no model_dir)"
+        )
+        super().__init__(f"stopped by {signal.Signals(signal_number).name} at step {step}; {saved}")
+
+
+def _summed_on_read():
+    """A float each replica updates locally; reading it sums over replicas and workers."""
+    return tf.Variable(
+        0.0,
+        trainable=False,
+        synchronization=tf.VariableSynchronization.ON_READ,
+        aggregation=tf.VariableAggregation.SUM,
+    )
+
+
 class _Totals:
     """Sums of loss, correct predictions and examples, kept on the devices.
 
     Sync-on-read variables: each replica adds to its own copy inside the step,
-    and reading them outside sums over replicas (and workers). They are read
-    only when a progress update or an epoch end needs them.
+    and reading them outside sums over replicas (and workers: a collective, so
+    every worker reads them at the same points).
     """
 
     def __init__(self):
-        def zero():
-            return tf.Variable(
-                0.0,
-                trainable=False,
-                synchronization=tf.VariableSynchronization.ON_READ,
-                aggregation=tf.VariableAggregation.SUM,
-            )
-
-        self.loss, self.correct, self.count = zero(), zero(), zero()
+        self.variables = [_summed_on_read() for _ in range(3)]
 
     def add(self, per_example_loss, logits, labels, weights):
+        loss, correct, count = self.variables
         predicted = tf.argmax(logits, axis=-1, output_type=labels.dtype)
-        self.loss.assign_add(tf.reduce_sum(per_example_loss * weights))
-        self.correct.assign_add(tf.reduce_sum(tf.cast(predicted == labels, tf.float32) * weights))
-        self.count.assign_add(tf.reduce_sum(weights))
+        loss.assign_add(tf.reduce_sum(per_example_loss * weights))
+        correct.assign_add(tf.reduce_sum(tf.cast(predicted == labels, tf.float32) * weights))
+        count.assign_add(tf.reduce_sum(weights))
 
     def reset(self):
-        for variable in (self.loss, self.correct, self.count):
+        for variable in self.variables:
             variable.assign(0.0)
 
-    def result(self):
-        """`(mean loss, accuracy)` over everything added since the last reset."""
-        count = max(float(self.count.read_value()), 1.0)
-        return float(self.loss.read_value()) / count, float(self.correct.read_value()) / count
+    def sums(self):
+        """`[loss sum, correct, count]` over everything added since the last reset."""
+        return np.array([float(v.read_value()) for v in self.variables])
+
+
+def _mean_and_accuracy(sums):
+    count = max(sums[2], 1.0)
+    return sums[0] / count, sums[1] / count
 
 
 class Trainer:
     """Trains a classifier with sparse softmax cross-entropy on logits.
+
+    With a `model_dir`, the run is checkpointed (model, optimizer, step, history)
+    after every epoch and every `checkpoint_every_steps` steps, and `fit` resumes
+    from the latest checkpoint found there. SIGINT/SIGTERM save a checkpoint at
+    the next step boundary and raise `TrainingInterrupted`; a non-finite loss or
+    weight raises `FloatingPointError` before anything bad is saved.
 
     Args:
         max_epochs: Epochs to train. Defaults to `10`.
@@ -80,11 +108,15 @@ class Trainer:
         optimizer: A name from `OPTIMIZERS`. Defaults to `"sgd"`.
         strategy: The `tf.distribute.Strategy`; create the model inside its
             `scope()`. Defaults to `None` (the default strategy).
-        model_dir: Where TensorBoard logs, `metrics.json`, `progress.png` and
-            `model.keras` go; `None` writes nothing. Defaults to `None`.
+        model_dir: Where checkpoints, TensorBoard logs, `metrics.json`,
+            `progress.png`, `model.keras` and `export/` go; `None` writes nothing.
+            Defaults to `None`.
         seed: Seed of the data order. Defaults to `0`.
         steps_per_execution: Training steps per `tf.function` call; more means
             less Python overhead, fewer progress updates. Defaults to `50`.
+        checkpoint_every_steps: Also checkpoint every this many steps; `0` means
+            at epoch ends only. Defaults to `0`.
+        keep_checkpoints: How many checkpoints to keep. Defaults to `3`.
         run_config: A dict recorded in `metrics.json` as the run's config.
         verbose: Print a progress bar and one line per epoch. Defaults to `True`.
 
@@ -105,6 +137,8 @@ class Trainer:
         model_dir=None,
         seed=0,
         steps_per_execution=50,
+        checkpoint_every_steps=0,
+        keep_checkpoints=3,
         run_config=None,
         verbose=True,
     ):
@@ -118,8 +152,11 @@ class Trainer:
         self.model_dir = model_dir
         self.seed = seed
         self.steps_per_execution = steps_per_execution
+        self.checkpoint_every_steps = checkpoint_every_steps
+        self.keep_checkpoints = keep_checkpoints
         self.run_config = run_config or {}
         self.verbose = verbose
+        self._signal_received = None
 
     def check(self, model, data):
         """Raises if `fit(model, data)` cannot run: call it before creating outputs."""
@@ -140,7 +177,7 @@ class Trainer:
             )
 
     def fit(self, model, data):
-        """Trains `model` on `data` for `max_epochs` epochs.
+        """Trains `model` on `data` until `max_epochs` epochs are done (resuming if possible).
 
         Returns:
             The history: a dict of per-epoch lists keyed by `HISTORY_KEYS`.
@@ -157,11 +194,44 @@ class Trainer:
             # Without this, the first apply under a strategy fails (keras-team/keras#19246).
             optimizer.build(model.trainable_variables)
             train_totals, val_totals = _Totals(), _Totals()
+            stop_votes = _summed_on_read()  # > 0 once any worker got SIGINT/SIGTERM
+            # What a checkpoint holds besides model and optimizer: enough to continue
+            # exactly (the data order follows from seed, epoch and step).
+            step = tf.Variable(0, dtype=tf.int64, trainable=False)
             epochs_done = tf.Variable(0, dtype=tf.int64, trainable=False)
-        checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epochs_done)
+            history_table = tf.Variable(tf.zeros((self.max_epochs, len(HISTORY_KEYS)), tf.float64))
+            partial_sums = tf.Variable(tf.zeros(3, tf.float64))  # train totals of a cut epoch
+        checkpoint = tf.train.Checkpoint(
+            model=model,
+            optimizer=optimizer,
+            step=step,
+            epochs_done=epochs_done,
+            history=history_table,
+            partial_sums=partial_sums,
+        )
+        resumed = self._restore(checkpoint)
+        steps_per_epoch = len(data.train_images) // global_batch
+        first_epoch = int(epochs_done.numpy()) + 1
+        skip_steps = int(step.numpy()) - int(epochs_done.numpy()) * steps_per_epoch
+        history = {
+            key: [float(v) for v in history_table.numpy()[: int(epochs_done.numpy()), i]]
+            for i, key in enumerate(HISTORY_KEYS)
+        }
+        if resumed and self.verbose:
+            print(
+                f"resuming from {resumed}: epoch {first_epoch}, step {skip_steps} of "
+                f"{steps_per_epoch}",
+                flush=True,
+            )
 
-        train_fn, steps_per_epoch = data_lib.train_dataset_fn(
-            data.train_images, data.train_labels, global_batch, self.seed, 0, self.max_epochs
+        train_fn, _ = data_lib.train_dataset_fn(
+            data.train_images,
+            data.train_labels,
+            global_batch,
+            self.seed,
+            first_epoch - 1,
+            self.max_epochs - first_epoch + 1,
+            skip_steps,
         )
         val_fn = data_lib.eval_dataset_fn(data.val_images, data.val_labels, global_batch)
         train_iterator = iter(strategy.distribute_datasets_from_function(train_fn))
@@ -198,47 +268,88 @@ class Trainer:
             for batch in dataset:
                 strategy.run(eval_step, args=batch)
 
-        def run_epoch(epoch):
-            """Trains one epoch and validates; returns the epoch's `HISTORY_KEYS` values."""
+        @tf.function
+        def weights_finite():
+            return tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in model.weights])
+
+        def save(sums):
+            partial_sums.assign(sums)
+            return manager.save(checkpoint_number=int(step.numpy())) if manager else None
+
+        def stop_requested():
+            """Whether any worker got SIGINT/SIGTERM: every worker learns it at the same step."""
+            stop_votes.assign(1.0 if self._signal_received else 0.0)
+            return float(stop_votes.read_value()) > 0
+
+        def run_epoch(epoch, done, offset):
+            """Trains the rest of one epoch and validates; returns its `HISTORY_KEYS` values."""
             start = time.perf_counter()
             train_totals.reset()
+            sums = offset  # the totals so far, should no step remain
             with tqdm(
                 total=steps_per_epoch,
+                initial=done,
                 desc=f"epoch {epoch}/{self.max_epochs}",
                 unit="step",
                 disable=None if self.verbose else True,
                 leave=False,
             ) as bar:
-                for done in range(0, steps_per_epoch, self.steps_per_execution):
+                while done < steps_per_epoch:
                     chunk = min(self.steps_per_execution, steps_per_epoch - done)
+                    if self.checkpoint_every_steps:
+                        chunk = min(
+                            chunk,
+                            self.checkpoint_every_steps
+                            - int(step.numpy()) % self.checkpoint_every_steps,
+                        )
                     train_steps(train_iterator, tf.constant(chunk))
-                    # Reading the totals is a collective in a cluster: every worker
-                    # must do it equally often, whether or not it shows a bar.
-                    if self.verbose:
-                        bar.set_postfix(loss=f"{train_totals.result()[0]:.4f}", refresh=False)
-                        bar.update(chunk)
+                    done += chunk
+                    step.assign_add(chunk)
+                    sums = offset + train_totals.sums()
+                    if not (np.isfinite(sums[0]) and bool(weights_finite())):
+                        raise FloatingPointError(
+                            f"training loss became {sums[0]} in steps {int(step.numpy()) - chunk + 1}-{int(step.numpy())} "
+                            f"(epoch {epoch}); stopped without saving; the last good checkpoint is "
+                            f"{(manager and manager.latest_checkpoint) or 'none'}; try a lower --learning_rate"
+                        )
+                    bar.set_postfix(loss=f"{_mean_and_accuracy(sums)[0]:.4f}", refresh=False)
+                    bar.update(chunk)
+                    if stop_requested():
+                        raise TrainingInterrupted(
+                            self._signal_received or signal.SIGTERM, int(step.numpy()), save(sums)
+                        )
+                    every = self.checkpoint_every_steps
+                    if every and int(step.numpy()) % every == 0 and done < steps_per_epoch:
+                        save(sums)
             val_totals.reset()
             evaluate(val_dataset)
             seconds = time.perf_counter() - start
-            loss, accuracy = train_totals.result()
-            if not np.isfinite(loss):
-                raise FloatingPointError(
-                    f"training loss became {loss} in epoch {epoch}; try a lower --learning_rate"
-                )
-            examples_per_second = steps_per_epoch * global_batch / seconds
-            return (loss, accuracy, *val_totals.result(), seconds, examples_per_second)
+            steps_run = steps_per_epoch - (skip_steps if epoch == first_epoch else 0)
+            return (
+                *_mean_and_accuracy(sums),
+                *_mean_and_accuracy(val_totals.sums()),
+                seconds,
+                steps_run * global_batch / seconds,
+            )
 
         writers = reporting.SummaryWriters(self.model_dir if is_chief(strategy) else None)
-        history = {key: [] for key in HISTORY_KEYS}
-        with _checkpoint_manager(checkpoint, strategy, self.model_dir) as checkpoints:
-            for epoch in range(1, self.max_epochs + 1):
-                values = run_epoch(epoch)
+        writers.write_missing_epochs(history)  # a run killed between checkpoint and summary
+        with (
+            _checkpoint_manager(
+                checkpoint, strategy, self.model_dir, self.keep_checkpoints
+            ) as manager,
+            self._stop_on_signals(),
+        ):
+            offset = partial_sums.numpy() if skip_steps else np.zeros(3)
+            for epoch in range(first_epoch, self.max_epochs + 1):
+                values = run_epoch(epoch, skip_steps if epoch == first_epoch else 0, offset)
+                offset = np.zeros(3)
                 for key, value in zip(HISTORY_KEYS, values, strict=True):
                     history[key].append(value)
-                writers.write_epoch(epoch, history)
+                history_table[epoch - 1].assign(values)
                 epochs_done.assign(epoch)
-                if checkpoints:
-                    checkpoints.save(checkpoint_number=epoch)
+                save(np.zeros(3))  # checkpoint first: a summary is never ahead of it
+                writers.write_epoch(epoch, history)
                 if self.verbose:
                     loss, accuracy, val_loss, val_accuracy, seconds, speed = values
                     print(
@@ -260,6 +371,52 @@ class Trainer:
             print(f"weights fingerprint {weights_fingerprint(model)}", flush=True)
         return history
 
+    def _restore(self, checkpoint):
+        """Restores the latest checkpoint in `<model_dir>/checkpoints`; returns its path or None.
+
+        Every worker of a cluster reads the chief's checkpoints there. A state
+        file that names no usable checkpoint is an error, not a fresh start.
+        """
+        if not self.model_dir:
+            return None
+        directory = Path(self.model_dir) / "checkpoints"
+        latest = tf.train.latest_checkpoint(str(directory))
+        if latest is None:
+            if (directory / "checkpoint").exists():
+                raise UserError(
+                    f"{directory / 'checkpoint'} names no usable checkpoint (damaged or deleted); "
+                    "use --overwrite to start over"
+                )
+            return None
+        try:
+            checkpoint.restore(latest).assert_existing_objects_matched()
+        except (tf.errors.OpError, AssertionError, ValueError) as e:
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UserError(
+                f"cannot restore {latest} ({reason}); use --overwrite to start over"
+            ) from None
+        return latest
+
+    @contextlib.contextmanager
+    def _stop_on_signals(self):
+        """SIGINT/SIGTERM ask for a stop at the next step boundary instead of killing."""
+        self._signal_received = None
+        if threading.current_thread() is not threading.main_thread():
+            yield  # only the main thread may handle signals
+            return
+
+        def request_stop(signal_number, frame):
+            self._signal_received = signal_number
+
+        previous = {
+            sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
 
 def weights_fingerprint(model):
     """A short hash of the model's weights, to compare replicas or runs at a glance."""
@@ -270,8 +427,8 @@ def weights_fingerprint(model):
 
 
 @contextlib.contextmanager
-def _checkpoint_manager(checkpoint, strategy, model_dir):
-    """Epoch checkpoints in `<model_dir>/checkpoints` (the last 3 kept), or `None`.
+def _checkpoint_manager(checkpoint, strategy, model_dir, keep):
+    """Checkpoints in `<model_dir>/checkpoints` (the last `keep` kept), or `None`.
 
     In a cluster every worker must save (TensorFlow's documented pattern); only
     the chief's copy is kept, the others go to a temporary folder removed at the end.
@@ -280,7 +437,9 @@ def _checkpoint_manager(checkpoint, strategy, model_dir):
         yield None
         return
     if is_chief(strategy):
-        yield tf.train.CheckpointManager(checkpoint, Path(model_dir) / "checkpoints", max_to_keep=3)
+        yield tf.train.CheckpointManager(
+            checkpoint, Path(model_dir) / "checkpoints", max_to_keep=keep
+        )
         return
     scratch = tempfile.mkdtemp(prefix="keras_mlp_worker_checkpoints_")
     try:

@@ -150,7 +150,25 @@ class BadInputTest(tf.test.TestCase, parameterized.TestCase):
         self.assertEqual(first.returncode, 0, first.stderr)
         before = _snapshot(model_dir)
         self.assertIn("metrics.json", before)
-        self.assert_rejected([*QUICK, "--model=concise"], "already holds a run", model_dir)
+        self.assert_rejected(
+            [*QUICK, "--model=concise", "--learning_rate=0.5"],
+            r"holds a run with other settings \(learning_rate 0.1 there, 0.5 now; "
+            r"model 'scratch' there, 'concise' now\)",
+            model_dir,
+        )
+        self.assertEqual(_snapshot(model_dir), before)
+        # The same command again: reported complete, nothing retrained or rewritten.
+        again = run_train(*QUICK, f"--model_dir={model_dir}")
+        self.assertEqual(again.returncode, 0, again.stderr)
+        self.assertIn("already complete", again.stdout)
+        self.assertEqual(_snapshot(model_dir), before)
+
+    def test_foreign_files_in_model_dir_are_not_touched(self):
+        model_dir = self.tmp / "foreign"
+        (model_dir / "logs").mkdir(parents=True)
+        (model_dir / "logs" / "mine.txt").write_text("someone else's")
+        before = _snapshot(model_dir)
+        self.assert_rejected(QUICK, "holds logs but no run_config.json", model_dir)
         self.assertEqual(_snapshot(model_dir), before)
 
     def test_unwritable_model_dir(self):

@@ -190,8 +190,10 @@ class PipelineTest(tf.test.TestCase):
         self.images = np.repeat(self.images, 3, axis=2)
         self.labels = np.arange(self.n, dtype=np.int32)
 
-    def _epochs(self, input_context, batch=20, seed=3, start=0, num=2):
-        fn, steps = data_lib.train_dataset_fn(self.images, self.labels, batch, seed, start, num)
+    def _epochs(self, input_context, batch=20, seed=3, start=0, num=2, skip=0):
+        fn, steps = data_lib.train_dataset_fn(
+            self.images, self.labels, batch, seed, start, num, skip
+        )
         batches = [(x.numpy(), y.numpy()) for x, y in fn(input_context)]
         return batches, steps
 
@@ -213,6 +215,12 @@ class PipelineTest(tf.test.TestCase):
         resumed, _ = self._epochs(tf.distribute.InputContext(), start=1, num=1)
         for (_, y_full), (_, y_resumed) in zip(both[5:], resumed, strict=True):
             self.assertAllEqual(y_full, y_resumed)
+        mid_epoch, _ = self._epochs(tf.distribute.InputContext(), start=1, num=1, skip=3)
+        self.assertLen(mid_epoch, 2)
+        self.assertAllEqual(mid_epoch[0][1], both[8][1])
+        # With two replicas per pipeline, skipping a step skips both replicas' batches.
+        two_replicas, _ = self._epochs(tf.distribute.InputContext(1, 0, 2), start=1, num=1, skip=3)
+        self.assertAllEqual(np.concatenate([two_replicas[0][1], two_replicas[1][1]]), both[8][1])
         other_seed, _ = self._epochs(tf.distribute.InputContext(), seed=4)
         self.assertNotAllEqual(other_seed[0][1], both[0][1])
 

@@ -103,6 +103,14 @@ class TrainerTest(tf.test.TestCase, parameterized.TestCase):
         x = np.zeros((2, 12, 12), "float32")
         self.assertAllClose(reloaded(x), model(x))
         self.assertEqual([p for p in os.listdir(model_dir) if p.startswith(".")], [])
+        # The SavedModel serves uint8 images without any keras_mlp code.
+        served = tf.saved_model.load(str(model_dir / "export")).signatures["serving_default"]
+        images = load_dataset("synthetic").val_images[:4]
+        outputs = served(images=tf.constant(images))
+        expected = tf.nn.softmax(model(images.astype("float32") / 255.0))
+        self.assertAllClose(outputs["probabilities"], expected, atol=1e-6)
+        self.assertAllEqual(outputs["class_ids"], np.argmax(expected, axis=-1))
+        self.assertAllEqual(outputs["label_names"], [b"0", b"1", b"2", b"3", b"4"])
         train = scalars(model_dir / "logs" / "train")
         validation = scalars(model_dir / "logs" / "validation")
         self.assertEqual([step for step, _ in train["epoch_loss"]], [1, 2, 3])
@@ -114,8 +122,8 @@ class TrainerTest(tf.test.TestCase, parameterized.TestCase):
         fresh = build_model("scratch", (12, 12), 5, hidden_units=(32,))
         epoch = tf.Variable(0, dtype=tf.int64)
         latest = tf.train.latest_checkpoint(str(model_dir / "checkpoints"))
-        self.assertTrue(latest.endswith("ckpt-3"))
-        tf.train.Checkpoint(model=fresh, epoch=epoch).restore(latest).expect_partial()
+        self.assertTrue(latest.endswith(f"ckpt-{3 * (2000 // 64)}"))  # numbered by global step
+        tf.train.Checkpoint(model=fresh, epochs_done=epoch).restore(latest).expect_partial()
         self.assertEqual(int(epoch), 3)
         for a, b in zip(fresh.get_weights(), model.get_weights(), strict=True):
             self.assertAllEqual(a, b)
