@@ -10,7 +10,7 @@ import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from absl import app  # noqa: E402
+from absl import app, logging  # noqa: E402
 
 from keras_mlp import flags as flags_lib  # noqa: E402
 from keras_mlp.errors import UserError  # noqa: E402
@@ -110,6 +110,7 @@ def train(config, verbose=True):
 
 
 def _main(argv):
+    logging.set_verbosity(logging.WARNING)  # TensorFlow logs every checkpoint write at INFO
     try:
         if len(argv) > 1:
             raise UserError(

@@ -390,7 +390,7 @@ class Trainer:
             return None
         try:
             checkpoint.restore(latest).assert_existing_objects_matched()
-        except (tf.errors.OpError, AssertionError, ValueError) as e:
+        except Exception as e:  # damaged files fail in many ways (OpError, IndexError, ...)
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise UserError(
                 f"cannot restore {latest} ({reason}); use --overwrite to start over"

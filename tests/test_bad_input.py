@@ -2,15 +2,20 @@
 and nothing created or changed in the model_dir."""
 
 import hashlib
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
-from cli_util import error_lines, run_train
+from cli_util import LAUNCH, REPO, error_lines, run_train
+from PIL import Image
 from test_data import write_idx_set
 
-from keras_mlp.data import write_idx
+from keras_mlp.data import load_dataset, write_idx
+
+PREDICT = REPO / "scripts" / "predict.py"
 
 QUICK = ("--dataset=synthetic", "--epochs=1", "--batch_size=64")
 
@@ -176,6 +181,112 @@ class BadInputTest(tf.test.TestCase, parameterized.TestCase):
         blocker.write_text("not a directory")
         self.assert_rejected(QUICK, "is not writable", blocker / "run")
         self.assertEqual(blocker.read_text(), "not a directory")
+
+
+class CheckpointAndPredictBadInputTest(tf.test.TestCase, parameterized.TestCase):
+    """Damaged checkpoints, and bad input to predict.py and the launcher."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.tmp = Path(tf.compat.v1.test.get_temp_dir()) / "bad_input_runs"
+        cls.run_dir = cls.tmp / "run"
+        result = run_train(*QUICK, f"--model_dir={cls.run_dir}")
+        assert result.returncode == 0, result.stderr
+
+    def assert_one_error(self, result, message):
+        self.assertNotEqual(result.returncode, 0)
+        self.assertNotIn("Traceback", result.stderr)
+        self.assertLen(error_lines(result), 1, result.stderr)
+        self.assertRegex(error_lines(result)[0], message)
+
+    def _unfinished_copy(self, name):
+        """The run as a kill before its end would leave it: no metrics.json yet."""
+        copy = self.tmp / name
+        shutil.copytree(self.run_dir, copy)
+        (copy / "metrics.json").unlink()
+        return copy
+
+    def test_damaged_checkpoint_state_is_an_error_not_a_fresh_start(self):
+        model_dir = self._unfinished_copy("damaged_state")
+        (model_dir / "checkpoints" / "checkpoint").write_text("garbage {")
+        before = _snapshot(model_dir)
+        self.assert_one_error(
+            run_train(*QUICK, f"--model_dir={model_dir}"),
+            "checkpoints/checkpoint names no usable checkpoint .* --overwrite",
+        )
+        self.assertEqual(_snapshot(model_dir), before)
+
+    def test_corrupt_checkpoint_data_is_an_error(self):
+        model_dir = self._unfinished_copy("corrupt_data")
+        for shard in (model_dir / "checkpoints").glob("*.data-*"):
+            shard.write_bytes(shard.read_bytes()[:100])
+        before = _snapshot(model_dir)
+        self.assert_one_error(
+            run_train(*QUICK, f"--model_dir={model_dir}"),
+            r"cannot restore .*ckpt-\d+ .*--overwrite",
+        )
+        self.assertEqual(_snapshot(model_dir), before)
+
+    def test_overwrite_replaces_a_run(self):
+        model_dir = self.tmp / "replaced"
+        shutil.copytree(self.run_dir, model_dir)
+        result = run_train(*QUICK, "--model=concise", "--overwrite", f"--model_dir={model_dir}")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        config = json.loads((model_dir / "metrics.json").read_text())["config"]
+        self.assertEqual(config["model"], "concise")
+
+    @parameterized.named_parameters(
+        ("no_model_dir", [], "--model_dir is required"),
+        ("no_files", ["MODEL_DIR"], "give at least one image or IDX file"),
+        ("missing_file", ["MODEL_DIR", "nope.png"], "nope.png: no such file"),
+        ("not_an_image", ["MODEL_DIR", "TEXT"], "not an image file PIL can read, nor an IDX file"),
+        (
+            "wrong_size",
+            ["MODEL_DIR", "BIG"],
+            "image is 30x30, the model takes 12x12; pass --resize",
+        ),
+        ("color", ["MODEL_DIR", "RGB"], "image mode RGB is not grayscale .*--resize"),
+        ("run_without_export", ["EMPTY_DIR", "SMALL"], "holds no exported model"),
+        (
+            "bad_top_k",
+            ["MODEL_DIR", "--top_k=0", "SMALL"],
+            "--top_k and --max_images must be positive",
+        ),
+        ("corrupt_idx", ["MODEL_DIR", "CORRUPT_IDX"], "truncated or corrupt gzip"),
+    )
+    def test_predict_rejects(self, args, message):
+        files = {
+            "MODEL_DIR": f"--model_dir={self.run_dir}",
+            "EMPTY_DIR": f"--model_dir={self.tmp}",
+            "TEXT": self.tmp / "notes.png",
+            "BIG": self.tmp / "big.png",
+            "RGB": self.tmp / "rgb.png",
+            "SMALL": self.tmp / "small.png",
+            "CORRUPT_IDX": self.tmp / "bad-images-idx3-ubyte.gz",
+        }
+        image = load_dataset("synthetic").val_images[0]
+        (self.tmp / "notes.png").write_text("not a picture")
+        Image.fromarray(image).resize((30, 30)).save(self.tmp / "big.png")
+        Image.fromarray(image).convert("RGB").save(self.tmp / "rgb.png")
+        Image.fromarray(image).save(self.tmp / "small.png")
+        write_idx(self.tmp / "bad-images-idx3-ubyte.gz", np.zeros((50, 12, 12), np.uint8))
+        raw = (self.tmp / "bad-images-idx3-ubyte.gz").read_bytes()
+        (self.tmp / "bad-images-idx3-ubyte.gz").write_bytes(raw[:-10])
+        before = _snapshot(self.run_dir)
+        result = run_train(*[files.get(a, a) for a in args], script=PREDICT)
+        self.assert_one_error(result, message)
+        self.assertEqual(_snapshot(self.run_dir), before)
+
+    @parameterized.named_parameters(
+        ("zero_workers", ["--workers=0"], "--workers must be a positive integer"),
+        ("negative_timeout", ["--timeout=-5"], "--timeout must be a positive number"),
+        ("unknown_flag", ["--nodes=2"], "Unknown command line flag 'nodes'"),
+    )
+    def test_launcher_rejects(self, args, message):
+        result = run_train(*args, "--", *QUICK, f"--model_dir={self.tmp / 'never'}", script=LAUNCH)
+        self.assert_one_error(result, message)
+        self.assertFalse((self.tmp / "never").exists())
 
 
 if __name__ == "__main__":
