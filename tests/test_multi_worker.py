@@ -96,19 +96,16 @@ class MultiWorkerTest(tf.test.TestCase):
         self.assertTrue(tf.train.latest_checkpoint(str(model_dir / "checkpoints")))
         self.assertEqual(list(self.worker_tmp.iterdir()), [])  # worker 1's copy removed
 
-    def test_killed_worker_stops_the_cluster(self):
+    def test_killed_worker_stops_the_cluster_and_a_rerun_resumes(self):
+        train_args = [
+            "--dataset=synthetic",
+            "--epochs=25",
+            "--batch_size=32",
+            "--hidden_units=16",
+            f"--model_dir={self.tmp / 'killed'}",
+        ]
         launcher = subprocess.Popen(
-            [
-                sys.executable,
-                str(LAUNCH),
-                "--workers=2",
-                "--timeout=120",
-                "--",
-                "--dataset=synthetic",
-                "--epochs=100000",
-                "--batch_size=32",
-                f"--model_dir={self.tmp / 'killed'}",
-            ],
+            [sys.executable, str(LAUNCH), "--workers=2", "--timeout=120", "--", *train_args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -134,6 +131,14 @@ class MultiWorkerTest(tf.test.TestCase):
         self.assertNotEqual(launcher.returncode, 0)
         self.assertIn("error: worker 1 failed (killed by SIGKILL); stopped the others", stderr)
         self.assertFalse(any(_alive(pid) for pid in pids.values()))
+        self.assertFalse((self.tmp / "killed" / "metrics.json").exists())
+        # The same launch again resumes from the chief's last checkpoint and finishes.
+        rerun = self.launch(*train_args)
+        self.assertEqual(rerun.returncode, 0, rerun.stdout + rerun.stderr)
+        self.assertRegex(rerun.stdout, r"\[worker 0\] resuming from .*ckpt-\d+: epoch ([2-9]|1\d)")
+        self.assertRegex(rerun.stdout, r"\[worker 1\] resuming from .*ckpt-\d+: epoch ([2-9]|1\d)")
+        self.assertLen(self._history(self.tmp / "killed")["loss"], 25)
+        self.assertLen(set(_fingerprints(rerun.stdout)), 1)
 
     def test_bad_cluster_input(self):
         ports = free_ports(2)
