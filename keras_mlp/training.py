@@ -296,30 +296,27 @@ class Trainer:
             ) as bar:
                 while done < steps_per_epoch:
                     chunk = min(self.steps_per_execution, steps_per_epoch - done)
-                    if self.checkpoint_every_steps:
-                        chunk = min(
-                            chunk,
-                            self.checkpoint_every_steps
-                            - int(step.numpy()) % self.checkpoint_every_steps,
-                        )
+                    every = self.checkpoint_every_steps
+                    if every:  # end chunks on checkpoint steps
+                        chunk = min(chunk, every - int(step.numpy()) % every)
                     train_steps(train_iterator, tf.constant(chunk))
                     done += chunk
-                    step.assign_add(chunk)
+                    at = int(step.assign_add(chunk).numpy())
                     sums = offset + train_totals.sums()
                     if not (np.isfinite(sums[0]) and bool(weights_finite())):
+                        last_good = (manager and manager.latest_checkpoint) or "none"
                         raise FloatingPointError(
-                            f"training loss became {sums[0]} in steps {int(step.numpy()) - chunk + 1}-{int(step.numpy())} "
-                            f"(epoch {epoch}); stopped without saving; the last good checkpoint is "
-                            f"{(manager and manager.latest_checkpoint) or 'none'}; try a lower --learning_rate"
+                            f"training loss became {sums[0]} in steps {at - chunk + 1}-{at} "
+                            f"(epoch {epoch}); stopped without saving; the last good checkpoint "
+                            f"is {last_good}; try a lower --learning_rate"
                         )
                     bar.set_postfix(loss=f"{_mean_and_accuracy(sums)[0]:.4f}", refresh=False)
                     bar.update(chunk)
                     if stop_requested():
                         raise TrainingInterrupted(
-                            self._signal_received or signal.SIGTERM, int(step.numpy()), save(sums)
+                            self._signal_received or signal.SIGTERM, at, save(sums)
                         )
-                    every = self.checkpoint_every_steps
-                    if every and int(step.numpy()) % every == 0 and done < steps_per_epoch:
+                    if every and at % every == 0 and done < steps_per_epoch:
                         save(sums)
             val_totals.reset()
             evaluate(val_dataset)
