@@ -1,6 +1,7 @@
 """Command-line flags (absl). The library never reads FLAGS; this module turns
 them into a `RunConfig` and absl stops here."""
 
+import dataclasses
 import sys
 
 from absl import flags
@@ -156,31 +157,8 @@ def _hidden_units(values):
 
 
 def config_from_flags():
-    """The `RunConfig` that the parsed flags describe."""
-    return RunConfig(
-        model=FLAGS.model,
-        hidden_units=_hidden_units(FLAGS.hidden_units),
-        activation=FLAGS.activation,
-        sigma=FLAGS.sigma,
-        optimizer=FLAGS.optimizer,
-        learning_rate=FLAGS.learning_rate,
-        batch_size=FLAGS.batch_size,
-        epochs=FLAGS.epochs,
-        dataset=FLAGS.dataset,
-        data_dir=FLAGS.data_dir,
-        download=FLAGS.download,
-        validation_split=FLAGS.validation_split,
-        model_dir=FLAGS.model_dir,
-        strategy=FLAGS.strategy,
-        cpu_devices=FLAGS.cpu_devices,
-        num_gpus=FLAGS.num_gpus,
-        worker_hosts=tuple(FLAGS.worker_hosts),
-        task_index=FLAGS.task_index,
-        seed=FLAGS.seed,
-        steps_per_execution=FLAGS.steps_per_execution,
-        dtype=FLAGS.dtype,
-        checkpoint_every_steps=FLAGS.checkpoint_every_steps,
-        keep_checkpoints=FLAGS.keep_checkpoints,
-        overwrite=FLAGS.overwrite,
-        deterministic=FLAGS.deterministic,
-    )
+    """The `RunConfig` that the parsed flags describe (each field has a flag of its name)."""
+    values = {field.name: FLAGS[field.name].value for field in dataclasses.fields(RunConfig)}
+    values["hidden_units"] = _hidden_units(values["hidden_units"])
+    values["worker_hosts"] = tuple(values["worker_hosts"])
+    return RunConfig(**values)
