@@ -91,7 +91,15 @@ class MultiWorkerTest(tf.test.TestCase):
         self.assertLen(history["val_accuracy"], 2)
         self.assertEqual(
             sorted(p.name for p in model_dir.iterdir()),
-            ["checkpoints", "logs", "metrics.json", "model.keras", "progress.png"],
+            [
+                "checkpoints",
+                "export",
+                "logs",
+                "metrics.json",
+                "model.keras",
+                "progress.png",
+                "run_config.json",
+            ],
         )
         self.assertTrue(tf.train.latest_checkpoint(str(model_dir / "checkpoints")))
         self.assertEqual(list(self.worker_tmp.iterdir()), [])  # worker 1's copy removed
