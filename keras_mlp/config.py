@@ -60,10 +60,15 @@ class RunConfig:
     keep_checkpoints: int = 3
     overwrite: bool = False
     deterministic: bool = False
+    log_every_steps: int = 0
+    histogram_freq: int = 0
+    profile_steps: tuple = ()
+    image_summaries: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "hidden_units", tuple(self.hidden_units))
         object.__setattr__(self, "worker_hosts", tuple(self.worker_hosts))
+        object.__setattr__(self, "profile_steps", tuple(self.profile_steps))
         _accepted("model", self.model, MODELS)
         _accepted("activation", self.activation, ACTIVATIONS)
         _accepted("optimizer", self.optimizer, OPTIMIZERS)
@@ -82,10 +87,18 @@ class RunConfig:
             "keep_checkpoints",
         ):
             _positive_int(name, getattr(self, name))
-        if not isinstance(self.checkpoint_every_steps, int) or self.checkpoint_every_steps < 0:
+        for name in ("checkpoint_every_steps", "log_every_steps", "histogram_freq"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise UserError(
+                    f"--{name} must be 0 (off) or a positive integer. Received: {value!r}"
+                )
+        if self.profile_steps and not (
+            len(self.profile_steps) == 2 and 1 <= self.profile_steps[0] <= self.profile_steps[1]
+        ):
             raise UserError(
-                f"--checkpoint_every_steps must be 0 (epoch ends only) or a positive integer. "
-                f"Received: {self.checkpoint_every_steps!r}"
+                f"--profile_steps must be FIRST,LAST with 1 <= FIRST <= LAST. "
+                f"Received: {','.join(map(str, self.profile_steps))}"
             )
         _positive_finite("sigma", self.sigma)
         _positive_finite("learning_rate", self.learning_rate)
@@ -101,4 +114,5 @@ class RunConfig:
             **dataclasses.asdict(self),
             "hidden_units": list(self.hidden_units),
             "worker_hosts": list(self.worker_hosts),
+            "profile_steps": list(self.profile_steps),
         }

@@ -331,7 +331,8 @@ def _pipeline_batches(index_matrix, input_context):
     return tf.reshape(mine, (-1, per_replica))  # (steps * local_replicas, per_replica)
 
 
-def _scale(images):
+def scale(images):
+    """uint8 images as float32 in [0, 1]: what every model here takes."""
     return tf.cast(images, tf.float32) / 255.0
 
 
@@ -367,7 +368,7 @@ def train_dataset_fn(
             .flat_map(epoch_batches)
             .skip(skip_steps * local_replicas)
             .map(
-                lambda idx: (_scale(tf.gather(images_t, idx)), tf.gather(labels_t, idx)),
+                lambda idx: (scale(tf.gather(images_t, idx)), tf.gather(labels_t, idx)),
                 num_parallel_calls=tf.data.AUTOTUNE,
                 deterministic=True,
             )
@@ -404,7 +405,7 @@ def eval_dataset_fn(images, labels, global_batch_size):
             tf.data.Dataset.from_tensor_slices(_pipeline_batches(order, input_context))
             .map(
                 lambda idx: (
-                    _scale(tf.gather(images_t, idx)),
+                    scale(tf.gather(images_t, idx)),
                     tf.gather(labels_t, idx),
                     tf.gather(weights_t, idx),
                 )

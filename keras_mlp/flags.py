@@ -131,6 +131,26 @@ def define_flags():
         "Enable TensorFlow op determinism and pin thread counts: same command, same machine, "
         "bitwise the same weights.",
     )
+    flags.DEFINE_integer(
+        "log_every_steps",
+        d.log_every_steps,
+        "TensorBoard: log the training loss averaged over every N steps (0: off).",
+    )
+    flags.DEFINE_integer(
+        "histogram_freq",
+        d.histogram_freq,
+        "TensorBoard: histograms of every weight and its gradient every N epochs (0: off).",
+    )
+    flags.DEFINE_list(
+        "profile_steps",
+        list(d.profile_steps),
+        "TensorBoard: FIRST,LAST training steps to trace with the profiler (Profile tab).",
+    )
+    flags.DEFINE_boolean(
+        "image_summaries",
+        d.image_summaries,
+        "TensorBoard: validation predictions and the confusion matrix as images, every epoch.",
+    )
     # --help shows the main module's key flags; make ours key for whichever
     # entry point runs (scripts/train.py or the console script).
     for name in _DEFAULTS.to_dict():
@@ -147,18 +167,19 @@ def parse_flags(argv):
         sys.exit(2)
 
 
-def _hidden_units(values):
+def _int_list(name, values):
     try:
         return tuple(int(v) for v in values)
     except ValueError:
         raise UserError(
-            f"--hidden_units expects comma-separated positive integers. Received: {','.join(values)!r}"
+            f"--{name} expects comma-separated positive integers. Received: {','.join(values)!r}"
         ) from None
 
 
 def config_from_flags():
     """The `RunConfig` that the parsed flags describe (each field has a flag of its name)."""
     values = {field.name: FLAGS[field.name].value for field in dataclasses.fields(RunConfig)}
-    values["hidden_units"] = _hidden_units(values["hidden_units"])
+    values["hidden_units"] = _int_list("hidden_units", values["hidden_units"])
     values["worker_hosts"] = tuple(values["worker_hosts"])
+    values["profile_steps"] = _int_list("profile_steps", values["profile_steps"])
     return RunConfig(**values)

@@ -91,6 +91,10 @@ def train(config, verbose=True):
         steps_per_execution=config.steps_per_execution,
         checkpoint_every_steps=config.checkpoint_every_steps,
         keep_checkpoints=config.keep_checkpoints,
+        log_every_steps=config.log_every_steps,
+        histogram_freq=config.histogram_freq,
+        profile_steps=config.profile_steps or None,
+        image_summaries=config.image_summaries,
         run_config=config.to_dict(),
         verbose=verbose,
     )

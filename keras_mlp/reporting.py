@@ -1,5 +1,5 @@
-"""What a run leaves in its model_dir: TensorBoard events, metrics.json,
-progress.png and model.keras.
+"""The files a run leaves in its model_dir: metrics.json, progress.png,
+model.keras and export/ (TensorBoard events are summaries.py's).
 
 Files are written under a temporary name and renamed into place, so a run that
 dies mid-write never leaves a half-written file where a good one was.
@@ -15,75 +15,6 @@ import matplotlib
 matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 import tensorflow as tf  # noqa: E402
-
-# TensorBoard scalar tags per epoch, from history keys: (writer, tag).
-_SCALARS = {
-    "loss": ("train", "epoch_loss"),
-    "accuracy": ("train", "epoch_accuracy"),
-    "epoch_seconds": ("train", "epoch_seconds"),
-    "examples_per_second": ("train", "examples_per_second"),
-    "val_loss": ("validation", "epoch_loss"),
-    "val_accuracy": ("validation", "epoch_accuracy"),
-}
-
-
-class SummaryWriters:
-    """TensorBoard writers for `<model_dir>/logs/train` and `<model_dir>/logs/validation`.
-
-    With `model_dir=None` (no outputs, or a non-chief worker) it writes nothing.
-    """
-
-    def __init__(self, model_dir):
-        self._writers = {}
-        if model_dir:
-            self._logs = Path(model_dir) / "logs"
-            self._writers = {
-                name: tf.summary.create_file_writer(str(self._logs / name))
-                for name in ("train", "validation")
-            }
-
-    def _logged_epochs(self, writer):
-        """The epochs already in `logs/<writer>`'s event files."""
-        steps = set()
-        for path in sorted((self._logs / writer).glob("events.out.tfevents.*")):
-            try:
-                for event in tf.compat.v1.train.summary_iterator(str(path)):
-                    steps.update(
-                        event.step for value in event.summary.value if value.tag == "epoch_loss"
-                    )
-            except tf.errors.DataLossError:
-                pass  # a file cut short by a kill: what was read before the cut stands
-        return steps
-
-    def write_missing_epochs(self, history):
-        """Writes the epochs of `history` that no event file holds yet.
-
-        A run killed after a checkpoint but before that epoch's summaries would
-        otherwise leave a hole; summaries are written only after the checkpoint,
-        so no epoch can be there twice.
-        """
-        for writer in list(self._writers):
-            logged = self._logged_epochs(writer)
-            for epoch in range(1, len(history["loss"]) + 1):
-                if epoch not in logged:
-                    self._write(writer, epoch, {k: v[epoch - 1] for k, v in history.items()})
-            self._writers[writer].flush()
-
-    def _write(self, writer, epoch, values):
-        with self._writers[writer].as_default():
-            for key, (name, tag) in _SCALARS.items():
-                if name == writer:
-                    tf.summary.scalar(tag, values[key], step=epoch)
-
-    def write_epoch(self, epoch, history):
-        """Writes the last entry of each history list as a scalar at step `epoch`."""
-        for writer in self._writers:
-            self._write(writer, epoch, {key: values[-1] for key, values in history.items()})
-            self._writers[writer].flush()
-
-    def close(self):
-        for writer in self._writers.values():
-            writer.close()
 
 
 def _atomic_path(path, write):

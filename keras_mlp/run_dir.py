@@ -43,6 +43,10 @@ NOT_COMPARED = frozenset(
         "keep_checkpoints",
         "overwrite",
         "deterministic",
+        "log_every_steps",
+        "histogram_freq",
+        "profile_steps",
+        "image_summaries",
     }
 )
 

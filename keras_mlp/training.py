@@ -21,7 +21,7 @@ import tensorflow as tf
 from tqdm.auto import tqdm
 
 from keras_mlp import data as data_lib
-from keras_mlp import reporting
+from keras_mlp import reporting, summaries
 from keras_mlp.distribute import is_chief
 from keras_mlp.errors import UserError
 
@@ -32,6 +32,7 @@ HISTORY_KEYS = (
     "accuracy",
     "val_loss",
     "val_accuracy",
+    "learning_rate",
     "epoch_seconds",
     "examples_per_second",
 )
@@ -50,10 +51,10 @@ class TrainingInterrupted(Exception):
         super().__init__(f"stopped by {signal.Signals(signal_number).name} at step {step}; {saved}")
 
 
-def _summed_on_read():
-    """A float each replica updates locally; reading it sums over replicas and workers."""
+def _summed_on_read(shape=()):
+    """Floats each replica updates locally; reading them sums over replicas and workers."""
     return tf.Variable(
-        0.0,
+        tf.zeros(shape),
         trainable=False,
         synchronization=tf.VariableSynchronization.ON_READ,
         aggregation=tf.VariableAggregation.SUM,
@@ -68,8 +69,10 @@ class _Totals:
     every worker reads them at the same points).
     """
 
-    def __init__(self):
+    def __init__(self, num_classes=None):
         self.variables = [_summed_on_read() for _ in range(3)]
+        # Rows: true label, columns: predicted; only where image summaries want it.
+        self.confusion = _summed_on_read((num_classes, num_classes)) if num_classes else None
 
     def add(self, per_example_loss, logits, labels, weights):
         loss, correct, count = self.variables
@@ -77,10 +80,20 @@ class _Totals:
         loss.assign_add(tf.reduce_sum(per_example_loss * weights))
         correct.assign_add(tf.reduce_sum(tf.cast(predicted == labels, tf.float32) * weights))
         count.assign_add(tf.reduce_sum(weights))
+        if self.confusion is not None:
+            self.confusion.assign_add(
+                tf.math.confusion_matrix(
+                    labels,
+                    predicted,
+                    num_classes=self.confusion.shape[0],
+                    weights=weights,
+                    dtype=tf.float32,
+                )
+            )
 
     def reset(self):
-        for variable in self.variables:
-            variable.assign(0.0)
+        for variable in self.variables + ([self.confusion] if self.confusion is not None else []):
+            variable.assign(tf.zeros_like(variable))
 
     def sums(self):
         """`[loss sum, correct, count]` over everything added since the last reset."""
@@ -117,6 +130,14 @@ class Trainer:
         checkpoint_every_steps: Also checkpoint every this many steps; `0` means
             at epoch ends only. Defaults to `0`.
         keep_checkpoints: How many checkpoints to keep. Defaults to `3`.
+        log_every_steps: Log the training loss, averaged over the last this many
+            steps, to TensorBoard; `0` means never. Defaults to `0`.
+        histogram_freq: Every this many epochs, log histograms of every weight and
+            of its gradient (on a fixed training batch); `0` means never. Defaults to `0`.
+        profile_steps: `(first, last)` training steps to trace with the TensorFlow
+            profiler (the Profile tab), or `None`. Defaults to `None`.
+        image_summaries: Log a grid of validation predictions and the confusion
+            matrix every epoch. Defaults to `False`.
         run_config: A dict recorded in `metrics.json` as the run's config.
         verbose: Print a progress bar and one line per epoch. Defaults to `True`.
 
@@ -139,6 +160,10 @@ class Trainer:
         steps_per_execution=50,
         checkpoint_every_steps=0,
         keep_checkpoints=3,
+        log_every_steps=0,
+        histogram_freq=0,
+        profile_steps=None,
+        image_summaries=False,
         run_config=None,
         verbose=True,
     ):
@@ -154,6 +179,10 @@ class Trainer:
         self.steps_per_execution = steps_per_execution
         self.checkpoint_every_steps = checkpoint_every_steps
         self.keep_checkpoints = keep_checkpoints
+        self.log_every_steps = log_every_steps
+        self.histogram_freq = histogram_freq
+        self.profile_steps = profile_steps
+        self.image_summaries = image_summaries
         self.run_config = run_config or {}
         self.verbose = verbose
         self._signal_received = None
@@ -193,7 +222,8 @@ class Trainer:
                 optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
             # Without this, the first apply under a strategy fails (keras-team/keras#19246).
             optimizer.build(model.trainable_variables)
-            train_totals, val_totals = _Totals(), _Totals()
+            train_totals = _Totals()
+            val_totals = _Totals(data.num_classes if self.image_summaries else None)
             stop_votes = _summed_on_read()  # > 0 once any worker got SIGINT/SIGTERM
             # What a checkpoint holds besides model and optimizer: enough to continue
             # exactly (the data order follows from seed, epoch and step).
@@ -281,11 +311,38 @@ class Trainer:
             stop_votes.assign(1.0 if self._signal_received else 0.0)
             return float(stop_votes.read_value()) > 0
 
+        writers = summaries.SummaryWriters(self.model_dir if is_chief(strategy) else None)
+        profile_first, profile_last = self.profile_steps or (0, 0)
+
+        def steps_to_boundary(at):
+            """Steps from `at` to the next step where something must happen between calls."""
+            gaps = [
+                every - at % every
+                for every in (self.checkpoint_every_steps, self.log_every_steps)
+                if every
+            ]
+            gaps += [edge - at for edge in (profile_first - 1, profile_last) if edge > at]
+            return min(gaps, default=self.steps_per_execution)
+
+        def run_chunk(chunk, at):
+            """One `train_steps` call, traced for the Graphs tab the first time and
+            profiled inside `profile_steps`."""
+            if profile_first and writers.enabled and at == profile_first - 1:
+                tf.profiler.experimental.start(str(writers.logs))
+            tracing = writers.enabled and train_steps.experimental_get_tracing_count() == 0
+            if tracing:
+                tf.summary.trace_on(graph=True)
+            train_steps(train_iterator, tf.constant(chunk))
+            if tracing:
+                writers.trace_export("train_steps")
+            if profile_first and writers.enabled and at < profile_last <= at + chunk:
+                tf.profiler.experimental.stop()
+
         def run_epoch(epoch, done, offset):
             """Trains the rest of one epoch and validates; returns its `HISTORY_KEYS` values."""
             start = time.perf_counter()
             train_totals.reset()
-            sums = offset  # the totals so far, should no step remain
+            sums = logged = offset  # the totals so far, should no step remain
             with tqdm(
                 total=steps_per_epoch,
                 initial=done,
@@ -295,11 +352,11 @@ class Trainer:
                 leave=False,
             ) as bar:
                 while done < steps_per_epoch:
-                    chunk = min(self.steps_per_execution, steps_per_epoch - done)
-                    every = self.checkpoint_every_steps
-                    if every:  # end chunks on checkpoint steps
-                        chunk = min(chunk, every - int(step.numpy()) % every)
-                    train_steps(train_iterator, tf.constant(chunk))
+                    before = int(step.numpy())
+                    chunk = min(
+                        self.steps_per_execution, steps_per_epoch - done, steps_to_boundary(before)
+                    )
+                    run_chunk(chunk, before)
                     done += chunk
                     at = int(step.assign_add(chunk).numpy())
                     sums = offset + train_totals.sums()
@@ -312,10 +369,14 @@ class Trainer:
                         )
                     bar.set_postfix(loss=f"{_mean_and_accuracy(sums)[0]:.4f}", refresh=False)
                     bar.update(chunk)
+                    if self.log_every_steps and at % self.log_every_steps == 0:
+                        writers.write_step_loss(at, _mean_and_accuracy(sums - logged)[0])
+                        logged = sums
                     if stop_requested():
                         raise TrainingInterrupted(
                             self._signal_received or signal.SIGTERM, at, save(sums)
                         )
+                    every = self.checkpoint_every_steps
                     if every and at % every == 0 and done < steps_per_epoch:
                         save(sums)
             val_totals.reset()
@@ -325,12 +386,38 @@ class Trainer:
             return (
                 *_mean_and_accuracy(sums),
                 *_mean_and_accuracy(val_totals.sums()),
+                float(optimizer.learning_rate),
                 seconds,
                 steps_run * global_batch / seconds,
             )
 
-        writers = reporting.SummaryWriters(self.model_dir if is_chief(strategy) else None)
-        writers.write_missing_epochs(history)  # a run killed between checkpoint and summary
+        def write_epoch_extras(epoch):
+            """Histograms and images, when asked for (chief only)."""
+            if not writers.enabled:
+                return
+            if self.histogram_freq and epoch % self.histogram_freq == 0:
+                images = data_lib.scale(data.train_images[:global_batch])
+                with tf.GradientTape() as tape:
+                    logits = tf.cast(model(images, training=False), tf.float32)
+                    loss = tf.reduce_mean(
+                        keras.losses.sparse_categorical_crossentropy(
+                            data.train_labels[:global_batch], logits, from_logits=True
+                        )
+                    )
+                variables = model.trainable_variables
+                writers.write_histograms(epoch, variables, tape.gradient(loss, variables))
+            if self.image_summaries:
+                shown = data.val_images[:16]
+                predicted = np.argmax(model(data_lib.scale(shown), training=False), axis=-1)
+                writers.write_images(
+                    epoch,
+                    summaries.image_grid(shown, predicted, data.val_labels[:16], data.label_names),
+                    summaries.confusion_image(
+                        val_totals.confusion.read_value().numpy(), data.label_names
+                    ),
+                )
+
+        writers.start_run(self.run_config, history)
         with (
             _checkpoint_manager(
                 checkpoint, strategy, self.model_dir, self.keep_checkpoints
@@ -347,8 +434,9 @@ class Trainer:
                 epochs_done.assign(epoch)
                 save(np.zeros(3))  # checkpoint first: a summary is never ahead of it
                 writers.write_epoch(epoch, history)
+                write_epoch_extras(epoch)
                 if self.verbose:
-                    loss, accuracy, val_loss, val_accuracy, seconds, speed = values
+                    loss, accuracy, val_loss, val_accuracy, _, seconds, speed = values
                     print(
                         f"epoch {epoch}/{self.max_epochs}: loss {loss:.4f} accuracy {accuracy:.4f} "
                         f"val_loss {val_loss:.4f} val_accuracy {val_accuracy:.4f} "

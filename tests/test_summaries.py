@@ -1,0 +1,102 @@
+"""TensorBoard output, read back with TensorBoard's own EventAccumulator."""
+
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+from tensorboard.backend.event_processing import event_accumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
+
+from keras_mlp.data import load_dataset
+from keras_mlp.models import build_model
+from keras_mlp.training import Trainer
+
+
+def _accumulator(path):
+    accumulator = event_accumulator.EventAccumulator(
+        str(path), size_guidance={"tensors": 0, "images": 0, "histograms": 0}
+    )
+    accumulator.Reload()
+    return accumulator
+
+
+class SummariesTest(tf.test.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.model_dir = Path(tf.compat.v1.test.get_temp_dir()) / "tensorboard_run"
+        data = load_dataset("synthetic")
+        cls.steps_per_epoch = len(data.train_images) // 64
+        trainer = Trainer(
+            max_epochs=2,
+            batch_size=64,
+            model_dir=str(cls.model_dir),
+            verbose=False,
+            log_every_steps=10,
+            histogram_freq=1,
+            profile_steps=(3, 5),
+            image_summaries=True,
+            run_config={"model": "scratch", "hidden_units": [32], "learning_rate": 0.1},
+        )
+        keras.utils.set_random_seed(0)
+        model = build_model("scratch", data.input_shape, data.num_classes, hidden_units=(32,))
+        cls.history = trainer.fit(model, data)
+        cls.train = _accumulator(cls.model_dir / "logs" / "train")
+        cls.validation = _accumulator(cls.model_dir / "logs" / "validation")
+        cls.root = _accumulator(cls.model_dir / "logs")
+
+    def test_epoch_scalars_one_value_per_epoch(self):
+        tags = self.train.Tags()["tensors"]
+        for tag in ("epoch_loss", "epoch_accuracy", "learning_rate", "examples_per_second"):
+            self.assertEqual([e.step for e in self.train.Tensors(tag)], [1, 2], tag)
+        self.assertAllClose(
+            [float(tf.make_ndarray(e.tensor_proto)) for e in self.train.Tensors("learning_rate")],
+            [0.1, 0.1],
+        )
+        self.assertIn("epoch_loss", tags)
+        self.assertEqual([e.step for e in self.validation.Tensors("epoch_accuracy")], [1, 2])
+
+    def test_step_losses_every_n_steps(self):
+        steps = [e.step for e in self.train.Tensors("batch_loss")]
+        self.assertEqual(steps, list(range(10, 2 * self.steps_per_epoch + 1, 10)))
+
+    def test_histograms_of_named_weights_and_gradients(self):
+        tags = set(self.train.Tags()["tensors"])
+        for name in ("W1", "b1", "W2", "b2"):
+            self.assertIn(f"mlp_scratch/{name}", tags)
+            self.assertIn(f"mlp_scratch/{name}/gradient", tags)
+        self.assertEqual([e.step for e in self.train.Tensors("mlp_scratch/W1")], [1, 2])
+
+    def test_graph_of_the_train_step(self):
+        # TF2 writes the traced graph as a tensor for the Graphs tab's plugin.
+        self.assertIn("train_steps", self.train.PluginTagToContent("graph_run_metadata_graph"))
+        serialized = tf.make_ndarray(self.train.Tensors("train_steps")[0].tensor_proto).item()
+        self.assertIn(b"MatMul", serialized)
+
+    def test_prediction_and_confusion_images(self):
+        tags = set(self.validation.Tags()["tensors"])
+        self.assertIn("predictions", tags)
+        self.assertIn("confusion_matrix", tags)
+        image = self.validation.Tensors("confusion_matrix")[-1]
+        width, height, png = tf.make_ndarray(image.tensor_proto)
+        self.assertTrue(png.startswith(b"\x89PNG"))
+        self.assertGreater(int(width), 50)
+
+    def test_hparams_session_and_config_text(self):
+        content = self.root.PluginTagToContent("hparams")
+        self.assertIn("_hparams_/session_start_info", content)
+        data = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+        hparams = data.session_start_info.hparams
+        self.assertEqual(hparams["model"].string_value, "scratch")
+        self.assertEqual(hparams["hidden_units"].string_value, "[32]")
+        self.assertAllClose(hparams["learning_rate"].number_value, 0.1)
+        self.assertIn("config", self.root.Tags()["tensors"])
+
+    def test_profiler_trace_file(self):
+        traces = list((self.model_dir / "logs" / "plugins" / "profile").glob("*/*.xplane.pb"))
+        self.assertLen(traces, 1)
+        self.assertGreater(traces[0].stat().st_size, 0)
+
+
+if __name__ == "__main__":
+    tf.test.main()
