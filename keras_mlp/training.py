@@ -386,7 +386,7 @@ class Trainer:
             return (
                 *_mean_and_accuracy(sums),
                 *_mean_and_accuracy(val_totals.sums()),
-                float(optimizer.learning_rate),
+                float(optimizer.learning_rate.numpy()),
                 seconds,
                 steps_run * global_batch / seconds,
             )
