@@ -35,13 +35,15 @@ def _train(strategy_name, model_name="scratch", epochs=1, batch_size=64, model_d
 
 
 def scalars(log_dir):
-    """{tag: [(step, value), ...]} read back from TensorBoard event files."""
+    """{tag: [(step, value), ...]} of the scalar summaries in TensorBoard event files."""
     accumulator = event_accumulator.EventAccumulator(str(log_dir), size_guidance={"tensors": 0})
     accumulator.Reload()
-    return {
-        tag: [(e.step, float(tf.make_ndarray(e.tensor_proto))) for e in accumulator.Tensors(tag)]
-        for tag in accumulator.Tags()["tensors"]
-    }
+    found = {}
+    for tag in accumulator.Tags()["tensors"]:
+        events = [(e.step, tf.make_ndarray(e.tensor_proto)) for e in accumulator.Tensors(tag)]
+        if all(value.ndim == 0 and value.dtype.kind == "f" for _, value in events):
+            found[tag] = [(step, float(value)) for step, value in events]
+    return found
 
 
 class TrainerTest(tf.test.TestCase, parameterized.TestCase):
