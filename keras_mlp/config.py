@@ -7,7 +7,7 @@ from keras_mlp.data import DATASETS
 from keras_mlp.distribute import STRATEGIES
 from keras_mlp.errors import UserError
 from keras_mlp.layers import ACTIVATIONS
-from keras_mlp.models import MODELS
+from keras_mlp.models import INITIALIZERS, MODELS
 from keras_mlp.training import OPTIMIZERS
 
 
@@ -39,6 +39,7 @@ class RunConfig:
     hidden_units: tuple = (256,)
     activation: str = "relu"
     sigma: float = 0.01
+    initializer: str = "default"
     optimizer: str = "sgd"
     learning_rate: float = 0.1
     batch_size: int = 256
@@ -71,6 +72,7 @@ class RunConfig:
         object.__setattr__(self, "profile_steps", tuple(self.profile_steps))
         _accepted("model", self.model, MODELS)
         _accepted("activation", self.activation, ACTIVATIONS)
+        _accepted("initializer", self.initializer, INITIALIZERS)
         _accepted("optimizer", self.optimizer, OPTIMIZERS)
         _accepted("dataset", self.dataset, DATASETS)
         _accepted("strategy", self.strategy, STRATEGIES)

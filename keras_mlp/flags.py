@@ -11,7 +11,7 @@ from keras_mlp.data import DATASETS
 from keras_mlp.distribute import STRATEGIES
 from keras_mlp.errors import UserError
 from keras_mlp.layers import ACTIVATIONS
-from keras_mlp.models import MODELS
+from keras_mlp.models import INITIALIZERS, MODELS
 from keras_mlp.training import OPTIMIZERS
 
 FLAGS = flags.FLAGS
@@ -37,6 +37,12 @@ def define_flags():
         d.activation,
         ACTIVATIONS,
         "Hidden-layer activation (relu is hand-written in the scratch model).",
+    )
+    flags.DEFINE_enum(
+        "initializer",
+        d.initializer,
+        INITIALIZERS,
+        "Kernel initialisation; default: N(0, sigma^2) for scratch, Glorot uniform for concise.",
     )
     flags.DEFINE_float(
         "sigma", d.sigma, "Std. dev. of the scratch model's normal weight initialisation."

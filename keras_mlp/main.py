@@ -72,6 +72,7 @@ def train(config, verbose=True):
             config.hidden_units,
             config.activation,
             config.sigma,
+            config.initializer,
         )
     model_dir = default_model_dir(config)
     state = run_dir.NEW if config.overwrite else run_dir.inspect(model_dir, config)

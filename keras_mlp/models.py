@@ -14,6 +14,27 @@ from keras_mlp.layers import get_activation
 
 MODELS = ("scratch", "concise")
 
+# Kernel initialisers: "default" is the chapter's choice for each model, N(0, sigma^2)
+# for the scratch model and Keras' Glorot uniform for the concise one.
+INITIALIZERS = (
+    "default",
+    "normal",
+    "glorot_uniform",
+    "glorot_normal",
+    "he_normal",
+    "he_uniform",
+    "lecun_normal",
+)
+
+
+def kernel_initializer(name, sigma, model):
+    """The Keras initializer called `name` (see `INITIALIZERS`) for `model`'s kernels."""
+    if name not in INITIALIZERS:
+        raise ValueError(f"Unknown initializer {name!r}; accepted: {', '.join(INITIALIZERS)}.")
+    if name == "normal" or (name == "default" and model == "scratch"):
+        return keras.initializers.RandomNormal(stddev=sigma)
+    return keras.initializers.get("glorot_uniform" if name == "default" else name)
+
 
 def _check_sizes(num_outputs, hidden_units):
     hidden_units = tuple(hidden_units)
@@ -43,6 +64,8 @@ class MLPScratch(keras.Model):
             Defaults to `0.01`.
         activation: Hidden activation name; `"relu"` is the hand-written one.
             Defaults to `"relu"`.
+        initializer: Kernel initialiser name from `INITIALIZERS`. Defaults to
+            `"default"`: N(0, sigma^2), as in the chapter.
 
     Input shape:
         `(batch_size, ...)`; everything after the batch axis is flattened.
@@ -56,9 +79,16 @@ class MLPScratch(keras.Model):
     """
 
     def __init__(
-        self, num_outputs=10, hidden_units=(256,), sigma=0.01, activation="relu", **kwargs
+        self,
+        num_outputs=10,
+        hidden_units=(256,),
+        sigma=0.01,
+        activation="relu",
+        initializer="default",
+        **kwargs,
     ):
         super().__init__(**kwargs)
+        kernel_initializer(initializer, 0.01, "scratch")  # validates the name
         self.hidden_units = _check_sizes(num_outputs, hidden_units)
         if not sigma > 0:
             raise ValueError(f"MLPScratch expected a positive `sigma`. Received: sigma={sigma}")
@@ -66,6 +96,7 @@ class MLPScratch(keras.Model):
         self.sigma = float(sigma)
         self.activation_name = activation
         self.activation = get_activation(activation)
+        self.initializer = initializer
 
     def build(self, input_shape):
         self.num_inputs = math.prod(input_shape[1:])
@@ -75,7 +106,7 @@ class MLPScratch(keras.Model):
             kernel = self.add_weight(
                 name=f"W{i}",
                 shape=(fan_in, fan_out),
-                initializer=keras.initializers.RandomNormal(stddev=self.sigma),
+                initializer=kernel_initializer(self.initializer, self.sigma, "scratch"),
             )
             bias = self.add_weight(name=f"b{i}", shape=(fan_out,), initializer="zeros")
             # W1, b1, W2, b2, ... as in the chapter; the lists keep call() depth-agnostic.
@@ -100,10 +131,18 @@ class MLPScratch(keras.Model):
             "hidden_units": list(self.hidden_units),
             "sigma": self.sigma,
             "activation": self.activation_name,
+            "initializer": self.initializer,
         }
 
 
-def concise_mlp(input_shape, num_outputs=10, hidden_units=(256,), activation="relu"):
+def concise_mlp(
+    input_shape,
+    num_outputs=10,
+    hidden_units=(256,),
+    activation="relu",
+    initializer="default",
+    sigma=0.01,
+):
     """The concise MLP: `Sequential([Flatten, Dense(h, activation)..., Dense(num_outputs)])`.
 
     Uses Keras' own layers and initialisers, as the chapter's concise version does.
@@ -113,6 +152,9 @@ def concise_mlp(input_shape, num_outputs=10, hidden_units=(256,), activation="re
         num_outputs: Number of classes. Defaults to `10`.
         hidden_units: Width of each hidden layer. Defaults to `(256,)`.
         activation: Hidden activation name. Defaults to `"relu"` (Keras' relu).
+        initializer: Kernel initialiser name from `INITIALIZERS`. Defaults to
+            `"default"`: Keras' Glorot uniform.
+        sigma: Standard deviation for `initializer="normal"`. Defaults to `0.01`.
 
     Returns:
         A built `keras.Sequential` returning logits.
@@ -120,17 +162,29 @@ def concise_mlp(input_shape, num_outputs=10, hidden_units=(256,), activation="re
     hidden_units = _check_sizes(num_outputs, hidden_units)
     get_activation(activation)  # validates the name with the package's message
     layers = [keras.Input(shape=tuple(input_shape)), keras.layers.Flatten()]
-    layers += [keras.layers.Dense(units, activation=activation) for units in hidden_units]
-    layers.append(keras.layers.Dense(num_outputs))
+    init = kernel_initializer(initializer, sigma, "concise")
+    layers += [
+        keras.layers.Dense(units, activation=activation, kernel_initializer=init)
+        for units in hidden_units
+    ]
+    layers.append(keras.layers.Dense(num_outputs, kernel_initializer=init))
     return keras.Sequential(layers, name="concise_mlp")
 
 
-def build_model(name, input_shape, num_outputs, hidden_units=(256,), activation="relu", sigma=0.01):
+def build_model(
+    name,
+    input_shape,
+    num_outputs,
+    hidden_units=(256,),
+    activation="relu",
+    sigma=0.01,
+    initializer="default",
+):
     """Builds the model called `name` (one of `MODELS`) for examples of `input_shape`."""
     if name == "scratch":
-        model = MLPScratch(num_outputs, hidden_units, sigma=sigma, activation=activation)
+        model = MLPScratch(num_outputs, hidden_units, sigma, activation, initializer)
         model.build((None, *input_shape))
         return model
     if name == "concise":
-        return concise_mlp(input_shape, num_outputs, hidden_units, activation)
+        return concise_mlp(input_shape, num_outputs, hidden_units, activation, initializer, sigma)
     raise ValueError(f"Unknown model {name!r}; accepted: {', '.join(MODELS)}.")

@@ -112,11 +112,29 @@ class MLPScratchTest(tf.test.TestCase, parameterized.TestCase):
         with self.assertRaisesRegex(ValueError, message):
             MLPScratch(**kwargs)
 
+    @parameterized.parameters(
+        ("scratch", "default", 0.01),
+        ("concise", "normal", 0.01),
+        ("scratch", "he_normal", (2 / 784) ** 0.5),
+        ("concise", "he_normal", (2 / 784) ** 0.5),
+        ("concise", "glorot_normal", (2 / (784 + 256)) ** 0.5),
+    )
+    def test_kernel_initializers(self, model_name, initializer, expected_std):
+        keras.utils.set_random_seed(0)
+        model = build_model(model_name, (28, 28), 10, initializer=initializer, sigma=0.01)
+        first_kernel = model.trainable_variables[0].numpy()
+        # Keras rescales its truncated normals, so the std is the nominal one.
+        self.assertNear(float(np.std(first_kernel)), expected_std, 0.03 * expected_std)
+        if model_name == "scratch":
+            self.assertEqual(MLPScratch.from_config(model.get_config()).initializer, initializer)
+
     def test_concise_and_factory_reject_bad_arguments(self):
         with self.assertRaisesRegex(ValueError, "hidden_units='8'"):
             concise_mlp((4,), 3, hidden_units=("8",))
         with self.assertRaisesRegex(ValueError, "Unknown model 'big'"):
             build_model("big", (4,), 3)
+        with self.assertRaisesRegex(ValueError, "Unknown initializer 'zeros'"):
+            build_model("scratch", (4,), 3, initializer="zeros")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,212 @@
+"""Grid sweeps over training flags: every trial an ordinary train.py run in its
+own folder of the sweep, so each has its TensorBoard logs and HParams session.
+
+Rerunning a sweep skips the trials that finished; a failed trial is recorded
+as failed and the sweep goes on. Results: `results.csv`, a summary printed best
+first, PNG plots, and the HParams experiment at the sweep's root.
+"""
+
+import csv
+import itertools
+import json
+import re
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from tensorboard.plugins.hparams import api as hp  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
+
+from keras_mlp.errors import UserError  # noqa: E402
+from keras_mlp.summaries import HPARAMS_METRICS  # noqa: E402
+
+TRAIN_SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "train.py"
+RESULT_COLUMNS = (
+    "status",
+    "val_accuracy",
+    "val_loss",
+    "loss",
+    "accuracy",
+    "epochs",
+    "seconds",
+    "error",
+)
+
+
+def parse_grid(specs):
+    """`["name=v1,v2", "other=a;b,c"]` -> `{"name": ["v1", "v2"], "other": ["a", "b,c"]}`.
+
+    Values are separated by commas, or by semicolons when a value itself holds
+    commas (`hidden_units=256;256,256` is one and two hidden layers).
+    """
+    grid = {}
+    for spec in specs:
+        name, sep, values = spec.partition("=")
+        if not sep or not re.fullmatch(r"[a-z_]+", name) or not values:
+            raise UserError(f"--grid expects name=value1,value2,... Received: {spec!r}")
+        if name in grid:
+            raise UserError(f"--grid names {name} twice")
+        if name in ("model_dir", "overwrite"):
+            raise UserError(f"--grid cannot sweep --{name}: the sweep sets it for each trial")
+        grid[name] = [v for v in values.split(";" if ";" in values else ",") if v]
+    if not grid:
+        raise UserError("give at least one --grid=name=value1,value2")
+    return grid
+
+
+def trial_name(params):
+    """A folder name for a trial: `hidden_units=256_256-learning_rate=0.1`."""
+    return "-".join(f"{k}={re.sub(r'[^A-Za-z0-9.]+', '_', v)}" for k, v in params.items())
+
+
+def _run_trial(sweep_dir, params, train_args, timeout):
+    """Runs one trial (or finds it finished); returns its results row."""
+    name = trial_name(params)
+    model_dir = Path(sweep_dir) / name
+    row = {"trial": name, **params}
+    if not (model_dir / "metrics.json").exists():
+        command = [
+            sys.executable,
+            str(TRAIN_SCRIPT),
+            *train_args,
+            *(f"--{k}={v}" for k, v in params.items()),
+            f"--model_dir={model_dir}",
+        ]
+        try:
+            result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return {**row, "status": "failed", "error": f"timed out after {timeout:g}s"}
+        (Path(sweep_dir) / f"{name}.log").write_text(result.stdout + result.stderr)
+        if result.returncode != 0:
+            errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+            reason = errors[-1] if errors else f"exit status {result.returncode}"
+            return {**row, "status": "failed", "error": reason.removeprefix("error: ")}
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    history = metrics["history"]
+    return {
+        **row,
+        "status": "done",
+        **{key: metrics["final"][key] for key in ("val_accuracy", "val_loss", "loss", "accuracy")},
+        "epochs": len(history["loss"]),
+        "seconds": round(sum(history["epoch_seconds"]), 2),
+        "error": "",
+    }
+
+
+def write_hparams_experiment(sweep_dir, grid):
+    """The experiment config that the HParams dashboard reads at the sweep's root."""
+    with tf.summary.create_file_writer(str(sweep_dir)).as_default():
+        hp.hparams_config(hparams=[hp.HParam(name) for name in grid], metrics=HPARAMS_METRICS)
+
+
+def run_sweep(sweep_dir, grid, train_args, parallel=1, timeout=3600, verbose=True):
+    """Runs every combination of `grid`; returns the result rows, best first."""
+    sweep_dir = Path(sweep_dir)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    write_hparams_experiment(sweep_dir, grid)
+    combos = [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
+    rows = []
+    with (
+        ThreadPoolExecutor(max_workers=parallel) as pool,
+        tqdm(
+            total=len(combos), desc="trials", unit="trial", disable=None if verbose else True
+        ) as bar,
+    ):
+        futures = [
+            pool.submit(_run_trial, sweep_dir, params, train_args, timeout) for params in combos
+        ]
+        for future in futures:
+            rows.append(future.result())
+            bar.update(1)
+    rows.sort(key=lambda r: (r["status"] != "done", -float(r.get("val_accuracy") or 0)))
+    _write_csv(sweep_dir / "results.csv", rows, list(grid))
+    plot_results(sweep_dir / "results.png", rows, list(grid))
+    if verbose:
+        print_summary(rows, list(grid))
+    return rows
+
+
+def _write_csv(path, rows, keys):
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, ["trial", *keys, *RESULT_COLUMNS], extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)
+
+
+def print_summary(rows, keys):
+    header = [*keys, "status", "val_acc", "val_loss", "epochs", "seconds"]
+    table = [
+        [
+            *(r[k] for k in keys),
+            r["status"],
+            f"{r['val_accuracy']:.4f}" if r["status"] == "done" else "-",
+            f"{r['val_loss']:.4f}" if r["status"] == "done" else "-",
+            r.get("epochs", "-"),
+            r.get("seconds", "-"),
+        ]
+        for r in rows
+    ]
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *table, strict=True)]
+    print("\nsweep results, best first:")
+    for line in [header, *table]:
+        print("  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)))
+    for r in rows:
+        if r["status"] == "failed":
+            print(f"failed: {r['trial']}: {r['error']}")
+
+
+def _axis_values(values):
+    """Sorted distinct values, numerically when they all are numbers."""
+    distinct = list(dict.fromkeys(values))
+    try:
+        return sorted(distinct, key=float)
+    except ValueError:
+        return distinct
+
+
+def plot_results(path, rows, keys):
+    """Validation accuracy against the swept value (one key), a heatmap (two keys),
+    or a bar per trial (more)."""
+    done = [r for r in rows if r["status"] == "done"]
+    if not done:
+        return
+    if len(keys) == 1:
+        xs = _axis_values([r[keys[0]] for r in done])
+        accuracy = {r[keys[0]]: r["val_accuracy"] for r in done}
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.plot(range(len(xs)), [accuracy[x] for x in xs], "o-")
+        ax.set_xticks(range(len(xs)), xs, rotation=30)
+        ax.set_xlabel(keys[0])
+        ax.set_ylabel("validation accuracy")
+        ax.grid(True, alpha=0.3)
+    elif len(keys) == 2:
+        rows_axis, cols_axis = (_axis_values([r[k] for r in done]) for k in keys)
+        grid = np.full((len(rows_axis), len(cols_axis)), np.nan)
+        for r in done:
+            grid[rows_axis.index(r[keys[0]]), cols_axis.index(r[keys[1]])] = r["val_accuracy"]
+        fig, ax = plt.subplots(figsize=(1.2 * len(cols_axis) + 2.5, 0.6 * len(rows_axis) + 2))
+        image = ax.imshow(grid, cmap="viridis", aspect="auto")
+        for (i, j), value in np.ndenumerate(grid):
+            if not np.isnan(value):
+                ax.text(j, i, f"{value:.3f}", ha="center", va="center", color="w", fontsize=8)
+        ax.set_xticks(range(len(cols_axis)), cols_axis, rotation=30)
+        ax.set_yticks(range(len(rows_axis)), rows_axis)
+        ax.set_xlabel(keys[1])
+        ax.set_ylabel(keys[0])
+        fig.colorbar(image, label="validation accuracy")
+    else:
+        fig, ax = plt.subplots(figsize=(6, 0.3 * len(done) + 1.5))
+        ax.barh([r["trial"] for r in done][::-1], [r["val_accuracy"] for r in done][::-1])
+        ax.set_xlabel("validation accuracy")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
