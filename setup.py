@@ -17,6 +17,7 @@ setup(
         "absl-py",
         "tqdm",
         "matplotlib",
+        "optuna",  # the joint hyperparameter search (scripts/search.py)
     ],
     extras_require={"test": ["pytest", "ruff"]},
     entry_points={"console_scripts": ["keras-mlp-train=keras_mlp.main:main"]},

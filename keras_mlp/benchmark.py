@@ -22,7 +22,7 @@ import tensorflow as tf
 
 from keras_mlp import data as data_lib
 from keras_mlp.models import build_model
-from keras_mlp.reporting import write_json
+from keras_mlp.reporting import print_table, write_json
 from keras_mlp.training import Trainer
 
 matplotlib.use("Agg")
@@ -166,13 +166,6 @@ def _run_in_subprocess(args, timeout=900):
 def _steady(seconds):
     """Steady-state epoch time: the median of the epochs after the first (warm-up)."""
     return float(np.median(seconds[1:] if len(seconds) > 1 else seconds))
-
-
-def print_table(title, header, rows):
-    widths = [max(len(str(c)) for c in column) for column in zip(header, *rows, strict=True)]
-    print(f"\n{title}")
-    for row in [header, ["-" * w for w in widths], *rows]:
-        print("  ".join(str(c).rjust(w) for c, w in zip(row, widths, strict=True)))
 
 
 def _save_figure(fig, path):

@@ -173,7 +173,8 @@ def parse_flags(argv):
         sys.exit(2)
 
 
-def _int_list(name, values):
+def int_list(name, values):
+    """Comma-separated integers from a list flag, or a one-line error."""
     try:
         return tuple(int(v) for v in values)
     except ValueError:
@@ -185,7 +186,7 @@ def _int_list(name, values):
 def config_from_flags():
     """The `RunConfig` that the parsed flags describe (each field has a flag of its name)."""
     values = {field.name: FLAGS[field.name].value for field in dataclasses.fields(RunConfig)}
-    values["hidden_units"] = _int_list("hidden_units", values["hidden_units"])
+    values["hidden_units"] = int_list("hidden_units", values["hidden_units"])
     values["worker_hosts"] = tuple(values["worker_hosts"])
-    values["profile_steps"] = _int_list("profile_steps", values["profile_steps"])
+    values["profile_steps"] = int_list("profile_steps", values["profile_steps"])
     return RunConfig(**values)

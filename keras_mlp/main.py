@@ -33,8 +33,10 @@ def _make_deterministic():
         pass  # TensorFlow already started in this process: its thread pools stay as they are
 
 
-def train(config, verbose=True):
+def train(config, verbose=True, on_epoch_end=None):
     """Runs the training described by `config`; returns `(model, history, model_dir)`.
+
+    `on_epoch_end(epoch, history)`, if given, is called after every epoch.
 
     Everything that can be checked is checked before the model_dir is touched,
     so a bad request leaves no trace there.
@@ -96,6 +98,7 @@ def train(config, verbose=True):
         histogram_freq=config.histogram_freq,
         profile_steps=config.profile_steps or None,
         image_summaries=config.image_summaries,
+        on_epoch_end=on_epoch_end,
         run_config=config.to_dict(),
         verbose=verbose,
     )

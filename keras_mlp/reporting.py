@@ -17,6 +17,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 
+def print_table(title, header, rows):
+    """Prints `rows` under `header` in aligned columns."""
+    widths = [max(len(str(c)) for c in column) for column in zip(header, *rows, strict=True)]
+    print(f"\n{title}")
+    for row in [header, ["-" * w for w in widths], *rows]:
+        print("  ".join(str(c).rjust(w) for c, w in zip(row, widths, strict=True)))
+
+
 def _atomic_path(path, write):
     """Calls `write(tmp_path)`, then renames the temporary file to `path`."""
     path = Path(path)

@@ -25,6 +25,7 @@ from tensorboard.plugins.hparams import api as hp  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from keras_mlp.errors import UserError  # noqa: E402
+from keras_mlp.reporting import print_table  # noqa: E402
 from keras_mlp.summaries import HPARAMS_METRICS  # noqa: E402
 
 TRAIN_SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "train.py"
@@ -143,7 +144,6 @@ def _write_csv(path, rows, keys):
 
 
 def print_summary(rows, keys):
-    header = [*keys, "status", "val_acc", "val_loss", "epochs", "seconds"]
     table = [
         [
             *(r[k] for k in keys),
@@ -155,10 +155,11 @@ def print_summary(rows, keys):
         ]
         for r in rows
     ]
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *table, strict=True)]
-    print("\nsweep results, best first:")
-    for line in [header, *table]:
-        print("  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)))
+    print_table(
+        "sweep results, best first:",
+        [*keys, "status", "val_acc", "val_loss", "epochs", "seconds"],
+        table,
+    )
     for r in rows:
         if r["status"] == "failed":
             print(f"failed: {r['trial']}: {r['error']}")

@@ -138,6 +138,8 @@ class Trainer:
             profiler (the Profile tab), or `None`. Defaults to `None`.
         image_summaries: Log a grid of validation predictions and the confusion
             matrix every epoch. Defaults to `False`.
+        on_epoch_end: Called as `on_epoch_end(epoch, history)` after each epoch is
+            checkpointed and logged (a search uses it to prune); `None` for none.
         run_config: A dict recorded in `metrics.json` as the run's config.
         verbose: Print a progress bar and one line per epoch. Defaults to `True`.
 
@@ -164,6 +166,7 @@ class Trainer:
         histogram_freq=0,
         profile_steps=None,
         image_summaries=False,
+        on_epoch_end=None,
         run_config=None,
         verbose=True,
     ):
@@ -183,6 +186,7 @@ class Trainer:
         self.histogram_freq = histogram_freq
         self.profile_steps = profile_steps
         self.image_summaries = image_summaries
+        self.on_epoch_end = on_epoch_end
         self.run_config = run_config or {}
         self.verbose = verbose
         self._signal_received = None
@@ -435,6 +439,8 @@ class Trainer:
                 save(np.zeros(3))  # checkpoint first: a summary is never ahead of it
                 writers.write_epoch(epoch, history)
                 write_epoch_extras(epoch)
+                if self.on_epoch_end:
+                    self.on_epoch_end(epoch, history)
                 if self.verbose:
                     loss, accuracy, val_loss, val_accuracy, _, seconds, speed = values
                     print(
