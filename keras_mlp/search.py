@@ -8,6 +8,7 @@ The best configuration is then retrained on the whole training set and its
 test accuracy measured once.
 """
 
+import csv
 import dataclasses
 import json
 from pathlib import Path
@@ -135,6 +136,10 @@ def run_search(
         "trials": rows,
     }
     (search_dir / "best.json").write_text(json.dumps(report, indent=2) + "\n")
+    with open(search_dir / "results.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
     _plot(search_dir / "results.png", rows)
     if verbose:
         columns = (

@@ -109,6 +109,8 @@ class SearchTest(tf.test.TestCase):
             "_hparams_/experiment", _accumulator(search_dir).PluginTagToContent("hparams")
         )
         self.assertEqual((search_dir / "results.png").read_bytes()[:4], b"\x89PNG")
+        with open(search_dir / "results.csv") as f:
+            self.assertLen(list(csv.DictReader(f)), 4)
         # Continuing the study with a larger --trials adds only the missing trials.
         more = run_train(
             f"--search_dir={search_dir}",
