@@ -144,21 +144,19 @@ def _write_csv(path, rows, keys):
 
 
 def print_summary(rows, keys):
+    extra = [column for column in ("epochs", "seconds") if column not in keys]
     table = [
         [
             *(r[k] for k in keys),
             r["status"],
             f"{r['val_accuracy']:.4f}" if r["status"] == "done" else "-",
             f"{r['val_loss']:.4f}" if r["status"] == "done" else "-",
-            r.get("epochs", "-"),
-            r.get("seconds", "-"),
+            *(r.get(column, "-") for column in extra),
         ]
         for r in rows
     ]
     print_table(
-        "sweep results, best first:",
-        [*keys, "status", "val_acc", "val_loss", "epochs", "seconds"],
-        table,
+        "sweep results, best first:", [*keys, "status", "val_acc", "val_loss", *extra], table
     )
     for r in rows:
         if r["status"] == "failed":
@@ -196,9 +194,18 @@ def plot_results(path, rows, keys):
             grid[rows_axis.index(r[keys[0]]), cols_axis.index(r[keys[1]])] = r["val_accuracy"]
         fig, ax = plt.subplots(figsize=(1.2 * len(cols_axis) + 2.5, 0.6 * len(rows_axis) + 2))
         image = ax.imshow(grid, cmap="viridis", aspect="auto")
+        middle = np.nanmin(grid) + (np.nanmax(grid) - np.nanmin(grid)) / 2
         for (i, j), value in np.ndenumerate(grid):
-            if not np.isnan(value):
-                ax.text(j, i, f"{value:.3f}", ha="center", va="center", color="w", fontsize=8)
+            if not np.isnan(value):  # dark text on the bright (viridis: high) cells
+                ax.text(
+                    j,
+                    i,
+                    f"{value:.3f}",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="black" if value > middle else "white",
+                )
         ax.set_xticks(range(len(cols_axis)), cols_axis, rotation=30)
         ax.set_yticks(range(len(rows_axis)), rows_axis)
         ax.set_xlabel(keys[1])
