@@ -8,13 +8,20 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import json  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
 from absl import app, logging  # noqa: E402
 
 from keras_mlp import flags as flags_lib  # noqa: E402
+from keras_mlp import run_dir  # noqa: E402
+from keras_mlp.data import load_dataset  # noqa: E402
+from keras_mlp.distribute import get_strategy, is_chief  # noqa: E402
 from keras_mlp.errors import UserError  # noqa: E402
-from keras_mlp.training import TrainingInterrupted  # noqa: E402
+from keras_mlp.models import build_model  # noqa: E402
+from keras_mlp.training import Trainer, TrainingInterrupted  # noqa: E402
 
 
 def default_model_dir(config):
@@ -23,8 +30,6 @@ def default_model_dir(config):
 
 def _make_deterministic():
     """Same seed, same machine, same strategy: bitwise the same run (DESIGN.md fact 16)."""
-    import tensorflow as tf
-
     tf.config.experimental.enable_op_determinism()
     try:  # thread counts change the order of float sums, so they are pinned
         tf.config.threading.set_inter_op_parallelism_threads(1)
@@ -41,17 +46,6 @@ def train(config, verbose=True, on_epoch_end=None):
     Everything that can be checked is checked before the model_dir is touched,
     so a bad request leaves no trace there.
     """
-    import warnings
-
-    import keras
-    import tensorflow as tf
-
-    from keras_mlp import run_dir
-    from keras_mlp.data import load_dataset
-    from keras_mlp.distribute import get_strategy, is_chief
-    from keras_mlp.models import build_model
-    from keras_mlp.training import Trainer
-
     tf.get_logger().setLevel("WARNING")  # per-step INFO chatter from tf.distribute
     # tf.distribute reads dataset options in graph mode; the warning is about TF internals.
     warnings.filterwarnings("ignore", message="To make it possible to preserve tf.data options")
