@@ -48,8 +48,16 @@ def suggest_config(trial, base, max_epochs, widths, optimizers):
     )
 
 
+def _last_value(trial):
+    """The final value of a finished trial, or the last epoch reported by a pruned one."""
+    if trial.value is not None:
+        return trial.value
+    values = trial.intermediate_values
+    return values[max(values)] if values else 0.0
+
+
 def _row(trial, config):
-    values = {
+    return {
         "trial": f"trial-{trial.number:03d}",
         "status": {
             optuna.trial.TrialState.COMPLETE: "done",
@@ -60,12 +68,9 @@ def _row(trial, config):
         "epochs": config["epochs"],
         "depth": len(config["hidden_units"]),
         "width": config["hidden_units"][0],
-        "val_accuracy": trial.value
-        if trial.value is not None
-        else max(trial.intermediate_values.values(), default=0.0),
+        "val_accuracy": _last_value(trial),
         "epochs_run": len(trial.intermediate_values),
     }
-    return values
 
 
 def run_search(

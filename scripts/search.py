@@ -28,7 +28,8 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    logging.set_verbosity(logging.WARNING)  # TensorFlow logs every checkpoint write at INFO
+    # TensorFlow logs every checkpoint write, and each trial's new functions, as news.
+    logging.set_verbosity(logging.ERROR)
     try:
         if len(argv) > 1:
             raise UserError(f"unexpected arguments {' '.join(argv[1:])!r}")
