@@ -47,7 +47,7 @@ class SweepTest(tf.test.TestCase):
         sweep_dir = Path(self.get_temp_dir()) / "sweep"
         args = [
             f"--sweep_dir={sweep_dir}",
-            "--grid=hidden_units=8,0",
+            "--grid=hidden_units=8,16,0",
             "--grid=learning_rate=0.1,0.5",
             "--",
             *QUICK[:3],
@@ -57,16 +57,15 @@ class SweepTest(tf.test.TestCase):
         self.assertIn("sweep results, best first", first.stdout)
         with open(sweep_dir / "results.csv") as f:
             rows = list(csv.DictReader(f))
-        self.assertLen(rows, 4)
+        self.assertLen(rows, 6)  # the 2x2 grid of valid values, and 0 units twice
         done = [r for r in rows if r["status"] == "done"]
         failed = [r for r in rows if r["status"] == "failed"]
         self.assertEqual(
             sorted(r["trial"] for r in done),
-            ["hidden_units=8-learning_rate=0.1", "hidden_units=8-learning_rate=0.5"],
+            [f"hidden_units={h}-learning_rate={lr}" for h in (16, 8) for lr in (0.1, 0.5)],
         )
-        self.assertGreaterEqual(
-            float(done[0]["val_accuracy"]), float(done[1]["val_accuracy"])
-        )  # best first
+        accuracies = [float(r["val_accuracy"]) for r in done]
+        self.assertEqual(accuracies, sorted(accuracies, reverse=True))  # best first
         self.assertLen(failed, 2)
         self.assertIn("--hidden_units must be a positive integer", failed[0]["error"])
         for r in done:
@@ -75,7 +74,8 @@ class SweepTest(tf.test.TestCase):
         experiment = _accumulator(sweep_dir).PluginTagToContent("hparams")
         self.assertIn("_hparams_/experiment", experiment)
 
-        logs = {p: p.stat().st_mtime_ns for p in sweep_dir.glob("hidden_units=8*.log")}
+        logs = {p: p.stat().st_mtime_ns for p in sweep_dir.glob("hidden_units=[18]*.log")}
+        self.assertLen(logs, 4)
         again = run_train(*args, script=SWEEP, timeout=600)
         self.assertEqual(again.returncode, 0, again.stderr)
         self.assertEqual({p: p.stat().st_mtime_ns for p in logs}, logs)  # finished trials not rerun
