@@ -41,6 +41,7 @@ class SummariesTest(tf.test.TestCase):
         keras.utils.set_random_seed(0)
         model = build_model("scratch", data.input_shape, data.num_classes, hidden_units=(32,))
         cls.history = trainer.fit(model, data)
+        cls.model_name = model.name  # "mlp_scratch", or "mlp_scratch_N" after other models
         cls.train = _accumulator(cls.model_dir / "logs" / "train")
         cls.validation = _accumulator(cls.model_dir / "logs" / "validation")
         cls.root = _accumulator(cls.model_dir / "logs")
@@ -63,9 +64,9 @@ class SummariesTest(tf.test.TestCase):
     def test_histograms_of_named_weights_and_gradients(self):
         tags = set(self.train.Tags()["tensors"])
         for name in ("W1", "b1", "W2", "b2"):
-            self.assertIn(f"mlp_scratch/{name}", tags)
-            self.assertIn(f"mlp_scratch/{name}/gradient", tags)
-        self.assertEqual([e.step for e in self.train.Tensors("mlp_scratch/W1")], [1, 2])
+            self.assertIn(f"{self.model_name}/{name}", tags)
+            self.assertIn(f"{self.model_name}/{name}/gradient", tags)
+        self.assertEqual([e.step for e in self.train.Tensors(f"{self.model_name}/W1")], [1, 2])
 
     def test_graph_of_the_train_step(self):
         # TF2 writes the traced graph as a tensor for the Graphs tab's plugin.
