@@ -84,16 +84,20 @@ class SweepTest(tf.test.TestCase):
 class SearchTest(tf.test.TestCase):
     def test_search_prunes_selects_on_holdout_and_tests_once(self):
         search_dir = Path(self.get_temp_dir()) / "search"
-        result = run_train(
-            f"--search_dir={search_dir}",
-            "--trials=4",
-            "--max_epochs=2",
-            "--widths=8,16",
-            "--validation_split=0.2",
-            *QUICK[:3],
-            script=SEARCH,
-            timeout=600,
-        )
+
+        def search(trials):
+            return run_train(
+                f"--search_dir={search_dir}",
+                f"--trials={trials}",
+                "--max_epochs=2",
+                "--widths=8,16",
+                "--validation_split=0.2",
+                *QUICK[:3],
+                script=SEARCH,
+                timeout=600,
+            )
+
+        result = search(trials=4)
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertIn("retrained on the whole training set: test accuracy", result.stdout)
         report = json.loads((search_dir / "best.json").read_text())
@@ -112,16 +116,7 @@ class SearchTest(tf.test.TestCase):
         with open(search_dir / "results.csv") as f:
             self.assertLen(list(csv.DictReader(f)), 4)
         # Continuing the study with a larger --trials adds only the missing trials.
-        more = run_train(
-            f"--search_dir={search_dir}",
-            "--trials=5",
-            "--max_epochs=2",
-            "--widths=8,16",
-            "--validation_split=0.2",
-            *QUICK[:3],
-            script=SEARCH,
-            timeout=600,
-        )
+        more = search(trials=5)
         self.assertEqual(more.returncode, 0, more.stderr)
         self.assertLen(json.loads((search_dir / "best.json").read_text())["trials"], 5)
 
