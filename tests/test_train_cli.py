@@ -140,6 +140,8 @@ class TrainCliTest(tf.test.TestCase):
                 f"--flagfile=configs/{name}.flags",
                 f"--data_dir={REAL_DATA_DIR}",
                 f"--model_dir={model_dir}",
+                # The scratch seed ends near 0.851: a repeatable run keeps the check stable.
+                "--deterministic",
                 timeout=600,
             )
             self.assertEqual(result.returncode, 0, result.stderr)
