@@ -104,10 +104,6 @@ class RunConfig:
             )
         _positive_finite("sigma", self.sigma)
         _positive_finite("learning_rate", self.learning_rate)
-        if not 0.0 <= self.validation_split < 1.0:
-            raise UserError(
-                f"--validation_split must be in [0, 1). Received: {self.validation_split}"
-            )
         if self.num_gpus is not None and self.num_gpus < 0:
             raise UserError(f"--num_gpus must be >= 0. Received: {self.num_gpus}")
 

@@ -5,6 +5,7 @@ Files are written under a temporary name and renamed into place, so a run that
 dies mid-write never leaves a half-written file where a good one was.
 """
 
+import csv
 import json
 import os
 import shutil
@@ -41,6 +42,18 @@ def write_json(path, obj):
         with open(tmp, "w") as f:
             json.dump(obj, f, indent=2)
             f.write("\n")
+
+    _atomic_path(path, write)
+
+
+def write_csv(path, rows, columns):
+    """Writes `rows` (dicts) as CSV with `columns`, atomically; other keys are left out."""
+
+    def write(tmp):
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, columns, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
 
     _atomic_path(path, write)
 

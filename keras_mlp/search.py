@@ -8,9 +8,7 @@ The best configuration is then retrained on the whole training set and its
 test accuracy measured once.
 """
 
-import csv
 import dataclasses
-import json
 from pathlib import Path
 
 import keras
@@ -23,7 +21,7 @@ import optuna  # noqa: E402
 from keras_mlp.config import RunConfig  # noqa: E402
 from keras_mlp.errors import UserError  # noqa: E402
 from keras_mlp.main import train  # noqa: E402
-from keras_mlp.reporting import print_table  # noqa: E402
+from keras_mlp.reporting import print_table, write_csv, write_json  # noqa: E402
 from keras_mlp.sweep import write_hparams_experiment  # noqa: E402
 
 # Learning-rate ranges per optimizer: SGD and Adam live at different scales.
@@ -140,11 +138,8 @@ def run_search(
         "test_accuracy": history["val_accuracy"][-1],
         "trials": rows,
     }
-    (search_dir / "best.json").write_text(json.dumps(report, indent=2) + "\n")
-    with open(search_dir / "results.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_json(search_dir / "best.json", report)
+    write_csv(search_dir / "results.csv", rows, list(rows[0]))
     _plot(search_dir / "results.png", rows)
     if verbose:
         columns = (

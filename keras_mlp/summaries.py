@@ -147,10 +147,11 @@ class SummaryWriters:
 
     def write_epoch(self, epoch, history):
         """Writes the last entry of each history list as a scalar at step `epoch`."""
-        for writer in ("train", "validation"):
-            if self.enabled:
-                self._write(writer, epoch, {key: values[-1] for key, values in history.items()})
-        self.flush()
+        if self.enabled:
+            last = {key: values[-1] for key, values in history.items()}
+            for writer in ("train", "validation"):
+                self._write(writer, epoch, last)
+            self.flush()
 
     def write_step_loss(self, step, loss):
         if self.enabled:

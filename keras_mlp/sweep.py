@@ -6,7 +6,6 @@ as failed and the sweep goes on. Results: `results.csv`, a summary printed best
 first, PNG plots, and the HParams experiment at the sweep's root.
 """
 
-import csv
 import itertools
 import json
 import re
@@ -25,7 +24,7 @@ from tensorboard.plugins.hparams import api as hp  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from keras_mlp.errors import UserError  # noqa: E402
-from keras_mlp.reporting import print_table  # noqa: E402
+from keras_mlp.reporting import print_table, write_csv  # noqa: E402
 from keras_mlp.summaries import HPARAMS_METRICS  # noqa: E402
 
 TRAIN_SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "train.py"
@@ -127,20 +126,11 @@ def run_sweep(sweep_dir, grid, train_args, parallel=1, timeout=3600, verbose=Tru
             rows.append(future.result())
             bar.update(1)
     rows.sort(key=lambda r: (r["status"] != "done", -float(r.get("val_accuracy") or 0)))
-    _write_csv(sweep_dir / "results.csv", rows, list(grid))
+    write_csv(sweep_dir / "results.csv", rows, ["trial", *grid, *RESULT_COLUMNS])
     plot_results(sweep_dir / "results.png", rows, list(grid))
     if verbose:
         print_summary(rows, list(grid))
     return rows
-
-
-def _write_csv(path, rows, keys):
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, ["trial", *keys, *RESULT_COLUMNS], extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(path)
 
 
 def print_summary(rows, keys):
