@@ -2,7 +2,7 @@ from setuptools import find_packages, setup
 
 setup(
     name="keras_mlp",
-    version="0.1.0",
+    version="0.2.0",
     description="Multilayer perceptrons in TensorFlow/Keras, from scratch and concise, on any tf.distribute strategy.",
     long_description=open("README.md").read(),
     long_description_content_type="text/markdown",
@@ -17,8 +17,14 @@ setup(
         "absl-py",
         "tqdm",
         "matplotlib",
-        "optuna",  # the joint hyperparameter search (scripts/search.py)
+        "optuna",  # the joint hyperparameter search (keras_mlp.search)
+        "pillow",  # images for keras_mlp.predict
     ],
     extras_require={"test": ["pytest", "ruff"]},
-    entry_points={"console_scripts": ["keras-mlp-train=keras_mlp.main:main"]},
+    entry_points={
+        "console_scripts": [
+            f"keras-mlp-{tool}=keras_mlp.{tool}:main"
+            for tool in ("train", "launch", "predict", "sweep", "search", "benchmark")
+        ]
+    },
 )

@@ -1,16 +1,16 @@
 """keras_mlp: the d2l.ai chapter "Implementation of Multilayer Perceptrons" as
 TensorFlow/Keras software.
 
-Modules, smallest first: layers (hand-written ReLU, ScratchDense), models
-(MLPScratch, concise_mlp), data (IDX files, pipelines), distribute (strategies),
-training (the Trainer loop), summaries (TensorBoard), reporting (run files,
-export), run_dir (resume rules), config / flags / main (the command line),
-launch (local clusters), predict, benchmark, sweep, search.
+Modules, smallest first: names (accepted names, no heavy imports), layers
+(hand-written ReLU, ScratchDense), models (MLPScratch, concise_mlp), data (IDX
+files, pipelines), distribute (strategies), callbacks (checkpoints, guard,
+signal stop, progress), summaries (the TensorBoard callback), training (the
+Trainer loop), reporting (run files, export), run_dir (resume rules), config
+(RunConfig), run (train(config)), cli (flags and exit codes). Tools, each with
+a `main()` and a console script: train, launch, predict, sweep, search, benchmark.
+
+Importing any module changes no global state; `run.configure_process` holds
+what a training run changes process-wide.
 """
 
-import os
-
-# The package runs its own loop on TensorFlow (GradientTape, tf.distribute).
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -1,8 +1,13 @@
 """Speed measurements: our Trainer against plain Keras `fit` and the machine's
 matmul limit, scratch vs concise across sizes, and matmul alignment.
 
+    keras-mlp-benchmark train --data_dir=../shared/data/fashion-mnist
+    keras-mlp-benchmark scaling      # exercise 6: scratch vs concise by width and depth
+    keras-mlp-benchmark matmul       # exercise 7: n x n matmuls around 1024, memory bandwidth
+
 Figures are ratios against baselines measured in the same run; the machines
-this runs on are shared and noisy, so nothing here is a pass/fail test.
+this runs on are shared and noisy, so nothing here is a pass/fail test. Every
+figure is printed as a table and saved as JSON and PNG in --output_dir.
 """
 
 import json
@@ -16,17 +21,17 @@ import time
 from pathlib import Path
 
 import keras
-import matplotlib
 import numpy as np
 import tensorflow as tf
+from absl import flags
+from matplotlib.figure import Figure
 
+from keras_mlp import cli
 from keras_mlp import data as data_lib
+from keras_mlp.errors import UserError
 from keras_mlp.models import build_model
-from keras_mlp.reporting import print_table, write_json
+from keras_mlp.reporting import print_table, save_figure, write_json
 from keras_mlp.training import Trainer
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 
 
 def peak_rss_mib():
@@ -86,7 +91,9 @@ def time_trainer(model_name, data, epochs, batch_size=256, hidden_units=(256,), 
     """Per-epoch seconds of our Trainer (train + validation), first epoch included."""
     trainer = Trainer(max_epochs=epochs, batch_size=batch_size, verbose=False, **trainer_kwargs)
     with trainer.strategy.scope():
-        model = build_model(model_name, data.input_shape, data.num_classes, hidden_units)
+        model = build_model(
+            model_name, data.input_shape, data.num_classes, hidden_units=hidden_units
+        )
     history = trainer.fit(model, data)
     return history["epoch_seconds"], history["val_accuracy"][-1]
 
@@ -105,7 +112,7 @@ class _EpochTimer(keras.callbacks.Callback):
 def time_keras_fit(model_name, data, epochs, batch_size=256, hidden_units=(256,)):
     """Per-epoch seconds of plain `model.compile()` + `model.fit()` on the same model,
     data, batch size and validation split (train + validation per epoch)."""
-    model = build_model(model_name, data.input_shape, data.num_classes, hidden_units)
+    model = build_model(model_name, data.input_shape, data.num_classes, hidden_units=hidden_units)
     model.compile(
         optimizer=keras.optimizers.SGD(0.1),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -128,7 +135,7 @@ def time_keras_fit(model_name, data, epochs, batch_size=256, hidden_units=(256,)
 
 def measure(implementation, model_name, data_dir, dataset, epochs):
     """One measurement, meant to run in its own process so that peak memory is its own."""
-    data = data_lib.load_dataset(dataset, data_dir)
+    data = data_lib.load_dataset(dataset, data_dir=data_dir)
     timer = time_trainer if implementation == "ours" else time_keras_fit
     seconds, val_accuracy = timer(model_name, data, epochs)
     return {
@@ -159,7 +166,7 @@ def _run_in_subprocess(args, timeout=900):
     wall = time.perf_counter() - start
     if result.returncode != 0:
         tail = (result.stderr.strip().splitlines() or ["(no output)"])[-1]
-        raise RuntimeError(f"{' '.join(args[:3])} failed: {tail}")
+        raise UserError(f"{' '.join(args[:3])} failed: {tail}")
     return result.stdout, wall
 
 
@@ -170,15 +177,14 @@ def _steady(seconds):
 
 def _save_figure(fig, path):
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def run_train_benchmark(
     output_dir, data_dir, dataset, epochs, end_to_end, models=("concise", "scratch")
 ):
     """Ours vs plain Keras fit per model, the matmul limit, efficiency and peak memory."""
-    script = [str(Path(__file__).resolve().parent.parent / "scripts" / "benchmark.py")]
+    script = ["-m", "keras_mlp.benchmark"]
     data_flags = [f"--dataset={dataset}"] + ([f"--data_dir={data_dir}"] if data_dir else [])
     results = []
     for model_name in models:
@@ -227,7 +233,7 @@ def run_train_benchmark(
             / by_key["concise", "ours"]["steady_epoch_seconds"]
         )
     if end_to_end:
-        report["end_to_end_seconds"] = _end_to_end(script, data_dir, dataset)
+        report["end_to_end_seconds"] = _end_to_end(data_flags)
     print_table(
         f"train: steady-state epoch (train + validation, median of epochs 2..{epochs + 1}), batch 256",
         [
@@ -255,7 +261,8 @@ def run_train_benchmark(
             f"keras fit script {e2e['keras_fit_script']:.1f}s"
         )
     write_json(Path(output_dir) / "train.json", report)
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig = Figure(figsize=(6, 3.5))
+    ax = fig.subplots()
     labels = [f"{r['model']}\n{r['implementation']}" for r in results]
     ax.bar(labels, [r["steady_epoch_seconds"] for r in results], color=["C0", "C1"] * len(models))
     floor = results[0]["flops_per_epoch"] / (best_limit * 1e9)
@@ -266,22 +273,16 @@ def run_train_benchmark(
     return report
 
 
-def _end_to_end(script, data_dir, dataset):
-    """Wall time of the concise seed run through train.py and through a plain fit script."""
-    repo = Path(script[0]).parent.parent
-    data_flags = [f"--dataset={dataset}"] + ([f"--data_dir={data_dir}"] if data_dir else [])
+def _end_to_end(data_flags):
+    """Wall time of the concise seed run through the train tool and through a plain fit script."""
     with tempfile.TemporaryDirectory() as tmp:
         _, ours = _run_in_subprocess(
-            [
-                str(repo / "scripts" / "train.py"),
-                f"--flagfile={repo / 'configs' / 'concise.flags'}",
-                *data_flags,
-                f"--model_dir={tmp}/run",
-            ]
+            ["-m", "keras_mlp.train", "--model=concise", *data_flags, f"--model_dir={tmp}/run"]
         )
     _, baseline = _run_in_subprocess(
         [
-            *script,
+            "-m",
+            "keras_mlp.benchmark",
             "measure",
             "--implementation=keras_fit",
             "--model=concise",
@@ -334,7 +335,8 @@ def run_scaling_benchmark(output_dir, widths, depths, steps, batch_size=256):
         rows,
     )
     write_json(Path(output_dir) / "scaling.json", {"results": records, "machine": _machine()})
-    fig, axes = plt.subplots(2, 2, figsize=(9, 6), sharex="col")
+    fig = Figure(figsize=(9, 6))
+    axes = fig.subplots(2, 2, sharex="col")
     for column, kind in enumerate(("width", "depth")):
         part = [r for r in records if r["kind"] == kind]
         x = [r["value"] for r in part]
@@ -385,7 +387,8 @@ def run_matmul_benchmark(output_dir, sizes, bandwidth_mb):
             "machine": _machine(),
         },
     )
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig = Figure(figsize=(6, 3.5))
+    ax = fig.subplots()
     x = np.arange(len(records))
     ax.bar(x - 0.2, [r["tensorflow_gflops"] for r in records], 0.4, label=f"TensorFlow ({device})")
     ax.bar(x + 0.2, [r["numpy_gflops"] for r in records], 0.4, label="NumPy")
@@ -404,3 +407,82 @@ def _machine():
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
     }
+
+
+COMMANDS = ("train", "scaling", "matmul")
+
+
+def define_flags(flag_values):
+    kw = {"flag_values": flag_values}
+    flags.DEFINE_string("output_dir", "benchmark_results", "Where the JSON and PNG files go.", **kw)
+    flags.DEFINE_enum(
+        "dataset", "fashion_mnist", ["fashion_mnist", "synthetic"], "train: the data.", **kw
+    )
+    flags.DEFINE_string("data_dir", None, "train: the Fashion-MNIST IDX files.", **kw)
+    flags.DEFINE_integer("epochs", 5, "train: measured epochs, after one warm-up epoch.", **kw)
+    flags.DEFINE_boolean(
+        "end_to_end", True, "train: also time the 10-epoch concise run end to end.", **kw
+    )
+    flags.DEFINE_list("models", ["concise", "scratch"], "train: the models to measure.", **kw)
+    flags.DEFINE_list(
+        "widths",
+        ["64", "128", "256", "512", "1024", "2048", "4096"],
+        "scaling: hidden widths.",
+        **kw,
+    )
+    flags.DEFINE_list(
+        "depths", ["1", "2", "3", "4"], "scaling: numbers of hidden layers (width 256).", **kw
+    )
+    flags.DEFINE_integer("steps", 40, "scaling: training steps per timed epoch.", **kw)
+    flags.DEFINE_list(
+        "sizes", ["1024", "1025", "1026", "1028", "1032"], "matmul: the n of n x n matmuls.", **kw
+    )
+    flags.DEFINE_integer(
+        "bandwidth_mb", 256, "matmul: MiB copied to measure memory bandwidth.", **kw
+    )
+    flags.DEFINE_enum(
+        "implementation", "ours", ["ours", "keras_fit"], "measure (internal): what to time.", **kw
+    )
+    flags.DEFINE_string("model", "concise", "measure (internal): the model.", **kw)
+
+
+def _positive_ints(name, values):
+    numbers = cli.int_list(name, values)
+    if not numbers or min(numbers) < 1:
+        raise UserError(
+            f"--{name} expects comma-separated positive integers. Received: {','.join(values)!r}"
+        )
+    return numbers
+
+
+def _benchmark(fv, args):
+    # "measure" is the internal command each timed run uses in its own process.
+    if len(args) != 1 or args[0] not in (*COMMANDS, "measure"):
+        raise UserError(f"give one command: {', '.join(COMMANDS)}. Received: {args}")
+    cli.quiet_tensorflow()
+    tf.get_logger().setLevel("ERROR")  # each timed fit traces anew: expected, not news
+    command = args[0]
+    if command == "measure":
+        print(json.dumps(measure(fv.implementation, fv.model, fv.data_dir, fv.dataset, fv.epochs)))
+        return 0
+    os.makedirs(fv.output_dir, exist_ok=True)
+    if command == "train":
+        run_train_benchmark(
+            fv.output_dir, fv.data_dir, fv.dataset, fv.epochs, fv.end_to_end, tuple(fv.models)
+        )
+    elif command == "scaling":
+        widths, depths = _positive_ints("widths", fv.widths), _positive_ints("depths", fv.depths)
+        run_scaling_benchmark(fv.output_dir, widths, depths, fv.steps)
+    else:
+        run_matmul_benchmark(fv.output_dir, _positive_ints("sizes", fv.sizes), fv.bandwidth_mb)
+    print(f"\nresults in {fv.output_dir}/{command}.json and {command}.png")
+    return 0
+
+
+def main(argv=None):
+    """The `keras-mlp-benchmark` command; returns its exit status."""
+    return cli.run_tool(_benchmark, define_flags, __doc__, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

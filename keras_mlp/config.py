@@ -1,33 +1,67 @@
-"""`RunConfig`: everything that defines a training run, validated in one place."""
+"""`RunConfig`: every setting of a training run, declared once.
+
+Each field carries its help text and how the command line reads it, so the
+flags are derived from this class (`keras_mlp.cli`) and never listed twice.
+Building a config imports no TensorFlow. Errors name Python arguments
+(`batch_size=33`); the command line shows them as flags.
+"""
 
 import dataclasses
 import math
 
-from keras_mlp.data import DATASETS
-from keras_mlp.distribute import STRATEGIES
 from keras_mlp.errors import UserError
-from keras_mlp.layers import ACTIVATIONS
-from keras_mlp.models import INITIALIZERS, MODELS
-from keras_mlp.training import OPTIMIZERS
+from keras_mlp.names import (
+    ACTIVATIONS,
+    DATASETS,
+    DTYPES,
+    INITIALIZERS,
+    MODELS,
+    OPTIMIZERS,
+    STRATEGIES,
+)
 
 
-def _accepted(name, value, accepted):
+def setting(default, help, *, choices=None, type=None, compared=True):
+    """A config field with its flag's help text.
+
+    Args:
+        default: The value when nothing is given (the chapter's seed run).
+        help: The flag's help text.
+        choices: The accepted names, for a name-valued setting.
+        type: The value (or, for a tuple, item) type when `default` does not show it.
+        compared: Whether a resumed run must have the same value (settings of
+            where or how fast a run goes may change between resumes).
+    """
+    metadata = {"help": help, "choices": choices, "type": type, "compared": compared}
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def check_accepted(name, value, accepted):
     if value not in accepted:
-        raise UserError(f"--{name}={value!r} is not known; accepted: {', '.join(accepted)}")
+        raise UserError(f"{name}={value!r} is not known; accepted: {', '.join(accepted)}")
 
 
-def _positive_int(name, value):
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise UserError(f"--{name} must be a positive integer. Received: {value!r}")
+def check_positive_int(name, value, zero_allowed=False):
+    ok = isinstance(value, int) and not isinstance(value, bool)
+    if not ok or value < (0 if zero_allowed else 1):
+        wanted = "0 (off) or a positive integer" if zero_allowed else "a positive integer"
+        raise UserError(f"{name}={value!r} must be {wanted}")
 
 
-def _positive_finite(name, value):
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-        raise UserError(f"--{name} must be a positive finite number. Received: {value!r}")
+def check_positive_finite(name, value):
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not (ok and math.isfinite(value) and value > 0):
+        raise UserError(f"{name}={value!r} must be a positive finite number")
 
 
-# Keras dtype policies: float32, or mixed precision (float32 weights, 16-bit math) for GPUs.
-DTYPES = ("float32", "mixed_float16", "mixed_bfloat16")
+def check_fraction(name, value):
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not (ok and 0.0 <= value < 1.0):
+        raise UserError(f"{name}={value!r} must be in [0, 1)")
+
+
+# numpy's and Keras' seeds are unsigned 32-bit integers.
+MAX_SEED = 2**32 - 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,82 +69,202 @@ class RunConfig:
     """One training run. Defaults are the chapter's seed: 784 -> 256 -> 10 on
     Fashion-MNIST, sigma 0.01, SGD with learning rate 0.1, batch 256, 10 epochs."""
 
-    model: str = "scratch"
-    hidden_units: tuple = (256,)
-    activation: str = "relu"
-    sigma: float = 0.01
-    initializer: str = "default"
-    optimizer: str = "sgd"
-    learning_rate: float = 0.1
-    batch_size: int = 256
-    epochs: int = 10
-    dataset: str = "fashion_mnist"
-    data_dir: str | None = None
-    download: bool = False
-    validation_split: float = 0.0
-    model_dir: str | None = None
-    strategy: str = "default"
-    cpu_devices: int = 2
-    num_gpus: int | None = None
-    worker_hosts: tuple = ()
-    task_index: int | None = None
-    seed: int = 0
-    steps_per_execution: int = 50
-    dtype: str = "float32"
-    checkpoint_every_steps: int = 0
-    keep_checkpoints: int = 3
-    overwrite: bool = False
-    deterministic: bool = False
-    log_every_steps: int = 0
-    histogram_freq: int = 0
-    profile_steps: tuple = ()
-    image_summaries: bool = False
+    # The model.
+    model: str = setting(
+        "scratch",
+        "scratch: explicit W1, b1, W2, b2 and a hand-written ReLU; concise: keras.Sequential.",
+        choices=MODELS,
+    )
+    hidden_units: tuple = setting(
+        (256,),
+        "Comma-separated widths of the hidden layers, input side first, e.g. 256 or 512,256.",
+        type=int,
+    )
+    activation: str = setting(
+        "relu",
+        "Hidden-layer activation (relu is hand-written in the scratch model).",
+        choices=ACTIVATIONS,
+    )
+    sigma: float = setting(0.01, "Std. dev. of the scratch model's normal weight initialisation.")
+    initializer: str = setting(
+        "default",
+        "Kernel initialisation; default: N(0, sigma^2) for scratch, Glorot uniform for concise.",
+        choices=INITIALIZERS,
+    )
+    # The optimisation.
+    optimizer: str = setting("sgd", "Keras optimizer.", choices=OPTIMIZERS)
+    learning_rate: float = setting(0.1, "Learning rate (a positive finite number).")
+    batch_size: int = setting(256, "Global batch size, split across all replicas.")
+    epochs: int = setting(10, "Number of training epochs.")
+    early_stopping_patience: int = setting(
+        0,
+        "Stop when the validation loss has not improved for N epochs (0: off); "
+        "a run that stops early is complete.",
+    )
+    seed: int = setting(0, "Seed for weights, data order and the validation hold-out.")
+    dtype: str = setting(
+        "float32",
+        "Keras dtype policy; the mixed ones keep float32 weights and compute in 16 bits "
+        "(for GPUs; mixed_float16 adds loss scaling).",
+        choices=DTYPES,
+    )
+    # The data.
+    dataset: str = setting(
+        "fashion_mnist",
+        "fashion_mnist (or any IDX image set given with --data_dir), or synthetic "
+        "(small, for smoke runs).",
+        choices=DATASETS,
+    )
+    data_dir: str | None = setting(
+        None,
+        "Directory holding the four IDX .gz files. Default: the keras cache "
+        "($KERAS_HOME/datasets/fashion-mnist), then tensorflow-datasets.",
+        type=str,
+        compared=False,
+    )
+    download: bool = setting(
+        False,
+        "Let tensorflow-datasets download Fashion-MNIST when no local copy is found "
+        "(needs the internet).",
+        compared=False,
+    )
+    validation_split: float = setting(
+        0.0,
+        "Fraction of the training set held out for validation; 0 validates on the test split.",
+    )
+    # Where and how the run goes.
+    model_dir: str | None = setting(
+        None,
+        "Output directory (logs/, metrics.json, progress.png, model.keras). "
+        "Default: runs/<model>-<time>.",
+        type=str,
+        compared=False,
+    )
+    strategy: str = setting(
+        "default",
+        "tf.distribute strategy: default, one_device, mirrored (all local GPUs, else "
+        "--cpu_devices CPUs), or multi_worker_mirrored (a cluster from TF_CONFIG or "
+        "--worker_hosts/--task_index).",
+        choices=STRATEGIES,
+        compared=False,
+    )
+    cpu_devices: int = setting(
+        2, "Logical CPU devices for --strategy=mirrored without GPUs.", compared=False
+    )
+    num_gpus: int | None = setting(
+        None, "Local GPUs to use (default: all).", type=int, compared=False
+    )
+    worker_hosts: tuple = setting(
+        (),
+        "multi_worker_mirrored without TF_CONFIG: comma-separated host:port of every worker, "
+        "the same list on each.",
+        type=str,
+        compared=False,
+    )
+    task_index: int | None = setting(
+        None,
+        "multi_worker_mirrored: this worker's index in --worker_hosts; 0 is the chief.",
+        type=int,
+        compared=False,
+    )
+    steps_per_execution: int = setting(
+        50, "Training steps per tf.function call (fewer Python round trips).", compared=False
+    )
+    checkpoint_every_steps: int = setting(
+        0,
+        "Checkpoint every N training steps as well as at every epoch end (0: epoch ends only).",
+        compared=False,
+    )
+    keep_checkpoints: int = setting(3, "How many checkpoints to keep.", compared=False)
+    overwrite: bool = setting(
+        False,
+        "Replace the run in --model_dir; without it a finished run is reported, an unfinished "
+        "one resumed, and one with other settings refused.",
+        compared=False,
+    )
+    deterministic: bool = setting(
+        False,
+        "Enable TensorFlow op determinism and pin thread counts: same command, same machine, "
+        "bitwise the same weights.",
+        compared=False,
+    )
+    # TensorBoard extras.
+    log_every_steps: int = setting(
+        0,
+        "TensorBoard: log the training loss averaged over every N steps (0: off).",
+        compared=False,
+    )
+    histogram_freq: int = setting(
+        0,
+        "TensorBoard: histograms of every weight and its gradient every N epochs (0: off).",
+        compared=False,
+    )
+    profile_steps: tuple = setting(
+        (),
+        "TensorBoard: FIRST,LAST training steps to trace with the profiler (Profile tab).",
+        type=int,
+        compared=False,
+    )
+    image_summaries: bool = setting(
+        False,
+        "TensorBoard: validation predictions and the confusion matrix as images, every epoch.",
+        compared=False,
+    )
 
     def __post_init__(self):
-        object.__setattr__(self, "hidden_units", tuple(self.hidden_units))
-        object.__setattr__(self, "worker_hosts", tuple(self.worker_hosts))
-        object.__setattr__(self, "profile_steps", tuple(self.profile_steps))
-        _accepted("model", self.model, MODELS)
-        _accepted("activation", self.activation, ACTIVATIONS)
-        _accepted("initializer", self.initializer, INITIALIZERS)
-        _accepted("optimizer", self.optimizer, OPTIMIZERS)
-        _accepted("dataset", self.dataset, DATASETS)
-        _accepted("strategy", self.strategy, STRATEGIES)
-        _accepted("dtype", self.dtype, DTYPES)
+        for name in ("hidden_units", "worker_hosts", "profile_steps"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        for field in dataclasses.fields(self):
+            if field.metadata["choices"]:
+                check_accepted(field.name, getattr(self, field.name), field.metadata["choices"])
         if not self.hidden_units:
-            raise UserError("--hidden_units needs at least one width")
+            raise UserError("hidden_units=() needs at least one width")
         for width in self.hidden_units:
-            _positive_int("hidden_units", width)
+            check_positive_int("hidden_units", width)
+        for name in ("batch_size", "epochs", "cpu_devices", "steps_per_execution"):
+            check_positive_int(name, getattr(self, name))
+        check_positive_int("keep_checkpoints", self.keep_checkpoints)
         for name in (
-            "batch_size",
-            "epochs",
-            "cpu_devices",
-            "steps_per_execution",
-            "keep_checkpoints",
+            "checkpoint_every_steps",
+            "log_every_steps",
+            "histogram_freq",
+            "early_stopping_patience",
         ):
-            _positive_int(name, getattr(self, name))
-        for name in ("checkpoint_every_steps", "log_every_steps", "histogram_freq"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise UserError(
-                    f"--{name} must be 0 (off) or a positive integer. Received: {value!r}"
-                )
+            check_positive_int(name, getattr(self, name), zero_allowed=True)
+        if not (isinstance(self.seed, int) and 0 <= self.seed <= MAX_SEED):
+            raise UserError(f"seed={self.seed!r} must be an integer in 0..{MAX_SEED}")
         if self.profile_steps and not (
             len(self.profile_steps) == 2 and 1 <= self.profile_steps[0] <= self.profile_steps[1]
         ):
             raise UserError(
-                f"--profile_steps must be FIRST,LAST with 1 <= FIRST <= LAST. "
-                f"Received: {','.join(map(str, self.profile_steps))}"
+                f"profile_steps={','.join(map(str, self.profile_steps))} must be FIRST,LAST "
+                "with 1 <= FIRST <= LAST"
             )
-        _positive_finite("sigma", self.sigma)
-        _positive_finite("learning_rate", self.learning_rate)
-        if self.num_gpus is not None and self.num_gpus < 0:
-            raise UserError(f"--num_gpus must be >= 0. Received: {self.num_gpus}")
+        check_positive_finite("sigma", self.sigma)
+        check_positive_finite("learning_rate", self.learning_rate)
+        check_fraction("validation_split", self.validation_split)
+        if self.num_gpus is not None:
+            check_positive_int("num_gpus", self.num_gpus, zero_allowed=True)
 
     def to_dict(self):
+        """The config as JSON-ready values (tuples as lists)."""
         return {
-            **dataclasses.asdict(self),
-            "hidden_units": list(self.hidden_units),
-            "worker_hosts": list(self.worker_hosts),
-            "profile_steps": list(self.profile_steps),
+            key: list(value) if isinstance(value, tuple) else value
+            for key, value in dataclasses.asdict(self).items()
         }
+
+    def differences(self, saved):
+        """`"name old there, new now"` for each compared setting that differs from `saved`
+        (a `to_dict()` of an earlier run)."""
+        mine = self.to_dict()
+        return [
+            f"{field.name} {saved.get(field.name)!r} there, {mine[field.name]!r} now"
+            for field in dataclasses.fields(self)
+            if field.metadata["compared"]
+            and saved.get(field.name, _default(field)) != mine[field.name]
+        ]
+
+
+def _default(field):
+    """A field's default as `to_dict` writes it: settings added later compare as unset."""
+    return list(field.default) if isinstance(field.default, tuple) else field.default

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from keras_mlp.config import check_fraction
 from keras_mlp.errors import UserError
-
-DATASETS = ("fashion_mnist", "synthetic")
+from keras_mlp.names import DATASETS
 
 # The standard file names; Fashion-MNIST, MNIST and the keras cache all use them.
 IDX_FILES = {
@@ -189,7 +189,7 @@ def _load_with_tfds(download):
     if not download and not (tfds_dir / "fashion_mnist").is_dir():
         return (
             None,
-            f"tensorflow-datasets ({tfds_dir}/fashion_mnist not prepared; --download lets it download)",
+            f"tensorflow-datasets ({tfds_dir}/fashion_mnist not prepared; download=True lets it download)",
         )
     print(
         "Loading Fashion-MNIST with tensorflow-datasets; a download can take minutes.", flush=True
@@ -220,7 +220,7 @@ def _load_fashion_mnist(data_dir, download):
     """Finds Fashion-MNIST: `data_dir`, then the keras cache, then tensorflow-datasets."""
     if data_dir:
         return read_idx_dir(data_dir), str(data_dir)
-    tried = ["--data_dir (not given)"]
+    tried = ["data_dir (not given)"]
     cache = keras_cache_dir()
     if cache.is_dir():
         return read_idx_dir(cache), str(cache)
@@ -232,7 +232,7 @@ def _load_fashion_mnist(data_dir, download):
     raise UserError(
         "no Fashion-MNIST data found; tried "
         + "; ".join(tried)
-        + ". Put the four IDX .gz files in a directory and pass --data_dir=DIR."
+        + ". Put the four IDX .gz files in a directory and pass data_dir=DIR."
     )
 
 
@@ -265,7 +265,9 @@ def _label_names(name, data_dir, num_classes):
     return tuple(str(i) for i in range(num_classes))
 
 
-def load_dataset(name="fashion_mnist", data_dir=None, validation_split=0.0, seed=0, download=False):
+def load_dataset(
+    name="fashion_mnist", *, data_dir=None, validation_split=0.0, seed=0, download=False
+):
     """Loads a dataset and chooses its validation split.
 
     Args:
@@ -287,18 +289,17 @@ def load_dataset(name="fashion_mnist", data_dir=None, validation_split=0.0, seed
     elif name == "fashion_mnist":
         arrays, source = _load_fashion_mnist(data_dir, download)
     else:
-        raise UserError(f"unknown dataset {name!r}; accepted: {', '.join(DATASETS)}")
+        raise UserError(f"dataset={name!r} is not known; accepted: {', '.join(DATASETS)}")
     train_x, train_y, test_x, test_y = arrays
     train_y, test_y = train_y.astype(np.int32), test_y.astype(np.int32)
     label_names = _label_names(name, data_dir, int(train_y.max()) + 1)
-    if not 0.0 <= validation_split < 1.0:
-        raise UserError(f"--validation_split must be in [0, 1). Received: {validation_split}")
+    check_fraction("validation_split", validation_split)
     if validation_split == 0.0:
         return Dataset(name, train_x, train_y, test_x, test_y, "test", label_names, source)
     num_val = round(len(train_x) * validation_split)
     if not 0 < num_val < len(train_x):
         raise UserError(
-            f"--validation_split={validation_split} holds out {num_val} of {len(train_x)} examples; "
+            f"validation_split={validation_split} holds out {num_val} of {len(train_x)} examples; "
             "both parts must be non-empty"
         )
     order = np.random.default_rng(seed).permutation(len(train_x))
@@ -375,7 +376,7 @@ def train_dataset_fn(
             .prefetch(tf.data.AUTOTUNE)
         )
 
-    return dataset_fn, steps
+    return dataset_fn
 
 
 def eval_dataset_fn(images, labels, global_batch_size):

@@ -9,8 +9,7 @@ import socket
 import tensorflow as tf
 
 from keras_mlp.errors import UserError
-
-STRATEGIES = ("default", "one_device", "mirrored", "multi_worker_mirrored")
+from keras_mlp.names import STRATEGIES
 
 
 def _logical_cpus(count):
@@ -95,10 +94,12 @@ def cluster_resolver(worker_hosts=None, task_index=None, num_gpus=None):
         _check_port_free(cluster[task_type][index])
         return tf.distribute.cluster_resolver.TFConfigClusterResolver()
     if not worker_hosts:
-        raise UserError("--strategy=multi_worker_mirrored needs TF_CONFIG or --worker_hosts")
+        raise UserError(
+            "strategy='multi_worker_mirrored' needs TF_CONFIG or worker_hosts=host:port,..."
+        )
     if task_index is None or not 0 <= task_index < len(worker_hosts):
         raise UserError(
-            f"--task_index={task_index} is outside --worker_hosts "
+            f"task_index={task_index} is outside worker_hosts "
             f"({len(worker_hosts)} hosts: 0..{len(worker_hosts) - 1})"
         )
     _check_port_free(worker_hosts[task_index])
@@ -111,7 +112,9 @@ def cluster_resolver(worker_hosts=None, task_index=None, num_gpus=None):
     )
 
 
-def get_strategy(name="default", cpu_devices=2, num_gpus=None, worker_hosts=None, task_index=None):
+def get_strategy(
+    name="default", *, cpu_devices=2, num_gpus=None, worker_hosts=None, task_index=None
+):
     """Returns the `tf.distribute.Strategy` called `name`.
 
     Args:
@@ -128,10 +131,10 @@ def get_strategy(name="default", cpu_devices=2, num_gpus=None, worker_hosts=None
         UserError: for an unknown name, impossible device counts or a bad cluster.
     """
     if name not in STRATEGIES:
-        raise UserError(f"unknown strategy {name!r}; accepted: {', '.join(STRATEGIES)}")
+        raise UserError(f"strategy={name!r} is not known; accepted: {', '.join(STRATEGIES)}")
     gpus = tf.config.list_physical_devices("GPU")
     if num_gpus is not None and not 0 <= num_gpus <= len(gpus):
-        raise UserError(f"--num_gpus={num_gpus} but this machine has {len(gpus)} GPU(s)")
+        raise UserError(f"num_gpus={num_gpus} but this machine has {len(gpus)} GPU(s)")
     gpu_names = [f"/gpu:{i}" for i in range(len(gpus) if num_gpus is None else num_gpus)]
     if name == "default":
         return tf.distribute.get_strategy()
@@ -142,7 +145,7 @@ def get_strategy(name="default", cpu_devices=2, num_gpus=None, worker_hosts=None
             cluster_resolver=cluster_resolver(worker_hosts, task_index, num_gpus)
         )
     if not isinstance(cpu_devices, int) or cpu_devices < 1:
-        raise UserError(f"--cpu_devices must be a positive integer. Received: {cpu_devices}")
+        raise UserError(f"cpu_devices={cpu_devices!r} must be a positive integer")
     devices = gpu_names or _logical_cpus(cpu_devices)
     return tf.distribute.MirroredStrategy(devices)
 

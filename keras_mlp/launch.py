@@ -1,4 +1,10 @@
-"""A local cluster: N training workers on 127.0.0.1, each with its TF_CONFIG.
+"""Run a multi-worker training cluster on this machine: N workers on 127.0.0.1.
+
+    keras-mlp-launch --workers=2 --timeout=1800 -- --flagfile=configs/concise.flags
+
+Flags before `--` are the launcher's; those after it go to every worker's
+`keras_mlp.train`. Each worker gets its own TF_CONFIG on a free port; its output
+lines are prefixed with `[worker i]`. If a worker fails, the others are stopped.
 
 The launcher is the one place that bounds a multi-worker run in time: a
 MultiWorkerMirroredStrategy worker whose peer never comes waits forever, and a
@@ -15,10 +21,10 @@ import threading
 import time
 from contextlib import ExitStack
 
-from absl import app, flags
+from absl import flags
 
+from keras_mlp import cli
 from keras_mlp.errors import UserError
-from keras_mlp.flags import parse_flags
 
 GRACE_SECONDS = 3.0
 
@@ -85,9 +91,9 @@ def launch(num_workers, train_command, timeout):
     (1 when it was killed by a signal, 124 on timeout), after stopping the rest.
     """
     if num_workers < 1:
-        raise UserError(f"--workers must be a positive integer. Received: {num_workers}")
+        raise UserError(f"workers={num_workers} must be a positive integer")
     if not timeout > 0:
-        raise UserError(f"--timeout must be a positive number of seconds. Received: {timeout}")
+        raise UserError(f"timeout={timeout} must be a positive number of seconds")
     hosts = [f"127.0.0.1:{port}" for port in free_ports(num_workers)]
     workers = [
         Worker(i, train_command, {**os.environ, "TF_CONFIG": tf_config(hosts, i)})
@@ -147,26 +153,36 @@ def _stop(workers):
 
 
 def train_command(train_args):
-    """The command each worker runs: train.py with the user's flags, multi-worker last so it wins."""
-    return [sys.executable, "-m", "keras_mlp.main", *train_args, "--strategy=multi_worker_mirrored"]
+    """What each worker runs: the train tool with the user's flags, multi-worker last so it wins."""
+    return [
+        sys.executable,
+        "-m",
+        "keras_mlp.train",
+        *train_args,
+        "--strategy=multi_worker_mirrored",
+    ]
 
 
-def define_flags():
-    flags.DEFINE_integer("workers", 2, "Number of worker processes on 127.0.0.1.")
+def define_flags(flag_values):
+    flags.DEFINE_integer(
+        "workers", 2, "Number of worker processes on 127.0.0.1.", flag_values=flag_values
+    )
     flags.DEFINE_float(
-        "timeout", 1800, "Seconds the whole cluster may run before every worker is stopped."
+        "timeout",
+        1800,
+        "Seconds the whole cluster may run before every worker is stopped.",
+        flag_values=flag_values,
     )
 
 
-def _main(argv):
-    try:
-        return launch(flags.FLAGS.workers, train_command(argv[1:]), flags.FLAGS.timeout)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+def _launch(flag_values, train_args):
+    return launch(flag_values.workers, train_command(train_args), flag_values.timeout)
 
 
-def main():
-    """Entry point of `scripts/launch_local.py`: `--workers=N -- <train.py flags>`."""
-    define_flags()
-    app.run(_main, flags_parser=parse_flags)
+def main(argv=None):
+    """The `keras-mlp-launch` command; returns its exit status."""
+    return cli.run_tool(_launch, define_flags, __doc__, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

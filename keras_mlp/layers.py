@@ -8,10 +8,15 @@ nothing.
 import keras
 from keras import ops
 
+from keras_mlp.names import ACTIVATIONS
+
 
 @keras.saving.register_keras_serializable(package="keras_mlp")
 def relu(x):
     """Rectified linear unit written by hand: `max(x, 0)` elementwise.
+
+    At exactly 0 the gradient is 0 (the tie goes to the constant), as in
+    `tf.nn.relu`: a unit whose input is 0 receives no gradient.
 
     Args:
         x: A tensor.
@@ -43,12 +48,44 @@ class ReLU(keras.layers.Layer):
         return input_shape
 
 
+def get_activation(activation):
+    """Returns the activation callable for a name, a serialized form, a callable or `None`.
+
+    `"relu"` maps to the hand-written `relu` so that the scratch parts stay
+    from scratch; other names come from `keras.activations`.
+    """
+    if activation is None:
+        return keras.activations.linear
+    if callable(activation):
+        return activation
+    if isinstance(activation, dict):  # a serialized callable from get_config
+        return keras.activations.deserialize(activation)
+    if activation not in ACTIVATIONS:
+        raise ValueError(
+            f"Unknown activation; accepted: {', '.join(ACTIVATIONS)}. Received: "
+            f"activation={activation!r}"
+        )
+    return relu if activation == "relu" else keras.activations.get(activation)
+
+
+def activation_layer(activation):
+    """The layer applying `activation`: the hand-written `ReLU` for `"relu"`, else
+    `keras.layers.Activation`."""
+    function = get_activation(activation)
+    return ReLU() if function is relu else keras.layers.Activation(function)
+
+
+def serialize_activation(activation):
+    """The one serialized form of an activation, for every `get_config` here."""
+    return keras.activations.serialize(get_activation(activation))
+
+
 @keras.saving.register_keras_serializable(package="keras_mlp")
 class ScratchDense(keras.layers.Layer):
     """Fully connected layer with explicit weights, as in the chapter.
 
     `output = activation(dot(input, kernel) + bias)`, with the kernel drawn from
-    N(0, sigma^2) and the bias starting at zero.
+    N(0, sigma^2) (or `kernel_initializer`) and the bias starting at zero.
 
     Args:
         units: Positive integer, the size of the output.
@@ -56,6 +93,10 @@ class ScratchDense(keras.layers.Layer):
             initialisation. Defaults to `0.01`.
         activation: Activation name or callable; `"relu"` means the hand-written
             `relu`. Defaults to `None` (linear).
+        kernel_initializer: A Keras initializer (or its name) that replaces
+            N(0, sigma^2). Defaults to `None`.
+        kernel_name, bias_name: The weights' names; `MLPScratch` names them
+            `W1`, `b1`, ... as the chapter does. Default to `"kernel"`, `"bias"`.
 
     Input shape:
         `(batch_size, input_dim)`.
@@ -68,26 +109,36 @@ class ScratchDense(keras.layers.Layer):
         >>> layer(np.zeros((2, 784), "float32")).shape  # (2, 256)
     """
 
-    def __init__(self, units, sigma=0.01, activation=None, **kwargs):
+    def __init__(
+        self,
+        units,
+        sigma=0.01,
+        activation=None,
+        kernel_initializer=None,
+        kernel_name="kernel",
+        bias_name="bias",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if not isinstance(units, int) or isinstance(units, bool) or units <= 0:
-            raise ValueError(
-                f"ScratchDense expected a positive integer for `units`. Received: units={units}"
-            )
-        if not sigma > 0:
-            raise ValueError(f"ScratchDense expected a positive `sigma`. Received: sigma={sigma}")
+            raise ValueError(f"ScratchDense expected a positive integer. Received: units={units!r}")
+        if not (isinstance(sigma, (int, float)) and sigma > 0):
+            raise ValueError(f"ScratchDense expected a positive sigma. Received: sigma={sigma!r}")
         self.units = units
         self.sigma = float(sigma)
         self.activation = get_activation(activation)
+        self.kernel_initializer = keras.initializers.get(
+            kernel_initializer or keras.initializers.RandomNormal(stddev=self.sigma)
+        )
+        self.kernel_name, self.bias_name = kernel_name, bias_name
 
     def build(self, input_shape):
-        input_dim = input_shape[-1]
         self.kernel = self.add_weight(
-            name="kernel",
-            shape=(input_dim, self.units),
-            initializer=keras.initializers.RandomNormal(stddev=self.sigma),
+            name=self.kernel_name,
+            shape=(input_shape[-1], self.units),
+            initializer=self.kernel_initializer,
         )
-        self.bias = self.add_weight(name="bias", shape=(self.units,), initializer="zeros")
+        self.bias = self.add_weight(name=self.bias_name, shape=(self.units,), initializer="zeros")
 
     def call(self, inputs):
         return self.activation(ops.matmul(inputs, self.kernel) + self.bias)
@@ -100,39 +151,8 @@ class ScratchDense(keras.layers.Layer):
             **super().get_config(),
             "units": self.units,
             "sigma": self.sigma,
-            "activation": keras.activations.serialize(self.activation),
+            "activation": serialize_activation(self.activation),
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            "kernel_name": self.kernel_name,
+            "bias_name": self.bias_name,
         }
-
-
-# Activation names accepted everywhere in the package (flags, models, layers).
-ACTIVATIONS = (
-    "relu",
-    "sigmoid",
-    "tanh",
-    "gelu",
-    "leaky_relu",
-    "elu",
-    "selu",
-    "silu",
-    "softplus",
-    "linear",
-)
-
-
-def get_activation(activation):
-    """Returns the activation callable for a name, a callable or `None`.
-
-    `"relu"` maps to the hand-written `relu` so that the scratch parts stay
-    from scratch; other names come from `keras.activations`.
-    """
-    if activation is None:
-        return keras.activations.linear
-    if callable(activation):
-        return activation
-    if activation == "relu":
-        return relu
-    if isinstance(activation, dict):  # a serialized callable from get_config
-        return keras.activations.deserialize(activation)
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"Unknown activation {activation!r}; accepted: {', '.join(ACTIVATIONS)}.")
-    return keras.activations.get(activation)

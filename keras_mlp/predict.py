@@ -1,25 +1,21 @@
 """Classify images with a trained run's exported SavedModel.
 
-    python scripts/predict.py --model_dir=runs/concise shirt.png t10k-images-idx3-ubyte.gz
+    keras-mlp-predict --model_dir=runs/concise shirt.png t10k-images-idx3-ubyte.gz
 
 PNG/JPEG/... images and IDX image files are accepted. Images must already have
 the model's size and be grayscale unless `--resize` is given.
 """
 
-import os
+import sys
+from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np
+from absl import flags
+from PIL import Image, UnidentifiedImageError
 
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
-from PIL import Image, UnidentifiedImageError  # noqa: E402
-
-from keras_mlp.data import read_idx  # noqa: E402
-from keras_mlp.errors import UserError  # noqa: E402
-from keras_mlp.flags import parse_flags  # noqa: E402
+from keras_mlp import cli
+from keras_mlp.data import read_idx
+from keras_mlp.errors import UserError
 
 IDX_SUFFIXES = ("-ubyte", "-ubyte.gz", ".idx", ".idx.gz")
 
@@ -95,35 +91,41 @@ def predict(model_dir, paths, top_k=3, resize=False, max_images=20):
     return results
 
 
-flags.DEFINE_string("model_dir", None, "A finished run's directory (it holds export/).")
-flags.DEFINE_integer("top_k", 3, "How many labels to print per image.")
-flags.DEFINE_boolean(
-    "resize", False, "Convert to grayscale and resize images to the model's input."
-)
-flags.DEFINE_integer("max_images", 20, "At most this many images from each IDX file.")
+def define_flags(flag_values):
+    flags.DEFINE_string(
+        "model_dir", None, "A finished run's directory (it holds export/).", flag_values=flag_values
+    )
+    flags.DEFINE_integer("top_k", 3, "How many labels to print per image.", flag_values=flag_values)
+    flags.DEFINE_boolean(
+        "resize",
+        False,
+        "Convert to grayscale and resize images to the model's input.",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_integer(
+        "max_images", 20, "At most this many images from each IDX file.", flag_values=flag_values
+    )
 
 
-def _main(argv):
-    try:
-        if not flags.FLAGS.model_dir:
-            raise UserError("--model_dir is required")
-        if len(argv) < 2:
-            raise UserError("give at least one image or IDX file")
-        if flags.FLAGS.top_k < 1 or flags.FLAGS.max_images < 1:
-            raise UserError("--top_k and --max_images must be positive integers")
-        for name, top in predict(
-            flags.FLAGS.model_dir,
-            argv[1:],
-            flags.FLAGS.top_k,
-            flags.FLAGS.resize,
-            flags.FLAGS.max_images,
-        ):
-            print(f"{name}: " + ", ".join(f"{label} {p:.3f}" for label, p in top))
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+def _predict(flag_values, paths):
+    if not flag_values.model_dir:
+        raise UserError("--model_dir is required")
+    if not paths:
+        raise UserError("give at least one image or IDX file")
+    if flag_values.top_k < 1 or flag_values.max_images < 1:
+        raise UserError("--top_k and --max_images must be positive integers")
+    cli.quiet_tensorflow()
+    results = predict(
+        flag_values.model_dir, paths, flag_values.top_k, flag_values.resize, flag_values.max_images
+    )
+    for name, top in results:
+        print(f"{name}: " + ", ".join(f"{label} {p:.3f}" for label, p in top))
 
 
-def main():
-    app.run(_main, flags_parser=parse_flags)
+def main(argv=None):
+    """The `keras-mlp-predict` command; returns its exit status."""
+    return cli.run_tool(_predict, define_flags, __doc__, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

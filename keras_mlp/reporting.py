@@ -11,11 +11,8 @@ import os
 import shutil
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only; never needs a display
-import matplotlib.pyplot as plt  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import tensorflow as tf
+from matplotlib.figure import Figure
 
 
 def print_table(title, header, rows):
@@ -61,7 +58,8 @@ def write_csv(path, rows, columns):
 def plot_progress(path, history):
     """The chapter's plot: train loss, validation loss and validation accuracy by epoch."""
     epochs = range(1, len(history["loss"]) + 1)
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig = Figure(figsize=(5, 3.5))
+    ax = fig.subplots()
     ax.plot(epochs, history["loss"], "-", label="train_loss")
     ax.plot(epochs, history["val_loss"], "--", label="val_loss")
     ax.plot(epochs, history["val_accuracy"], "-.", label="val_acc")
@@ -70,8 +68,12 @@ def plot_progress(path, history):
     ax.grid(True, alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    _atomic_path(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
-    plt.close(fig)
+    save_figure(fig, path)
+
+
+def save_figure(fig, path, dpi=120):
+    """Writes a matplotlib `Figure` as a PNG file, atomically (no pyplot, no global backend)."""
+    _atomic_path(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"))
 
 
 class _Serving(tf.Module):
@@ -118,10 +120,12 @@ def export_serving(export_dir, keras_file, data):
     shutil.rmtree(old, ignore_errors=True)
 
 
-def save_run(model_dir, model, history, data, run_config):
+def save_run(model_dir, model, history, data, run_config, stopped_early=False):
     """Writes `model.keras`, `export/`, `progress.png` and `metrics.json` into `model_dir`."""
     model_dir = Path(model_dir)
     final = {key: values[-1] for key, values in history.items()}
+    final["epochs"] = len(history["loss"])
+    final["stopped_early"] = stopped_early
     final["validation"] = data.validation
     final["num_validation_examples"] = len(data.val_images)
     metrics = {

@@ -3,7 +3,7 @@ silently replaced.
 
 A run writes `run_config.json` when it starts and `metrics.json` when it ends.
 Rerunning the same command on its model_dir resumes an unfinished run and
-reports a finished one; another config there is refused; `--overwrite` is the
+reports a finished one; another config there is refused; `overwrite` is the
 only way to replace a run's outputs.
 """
 
@@ -26,40 +26,7 @@ RUN_OUTPUTS = (
     "checkpoints",
     "export",
 )
-# Settings that change where or how fast a run goes, not what it computes: a run
-# may be resumed with other values of these.
-NOT_COMPARED = frozenset(
-    {
-        "model_dir",
-        "data_dir",
-        "download",
-        "strategy",
-        "cpu_devices",
-        "num_gpus",
-        "worker_hosts",
-        "task_index",
-        "steps_per_execution",
-        "checkpoint_every_steps",
-        "keep_checkpoints",
-        "overwrite",
-        "deterministic",
-        "log_every_steps",
-        "histogram_freq",
-        "profile_steps",
-        "image_summaries",
-    }
-)
-
 NEW, RESUME, COMPLETE = "new", "resume", "complete"
-
-
-def _differences(old, new):
-    keys = sorted((set(old) | set(new)) - NOT_COMPARED)
-    return [
-        f"{key} {old.get(key)!r} there, {new.get(key)!r} now"
-        for key in keys
-        if old.get(key) != new.get(key)
-    ]
 
 
 def inspect(model_dir, config):
@@ -75,19 +42,19 @@ def inspect(model_dir, config):
         leftovers = [name for name in RUN_OUTPUTS if (model_dir / name).exists()]
         if leftovers:
             raise UserError(
-                f"--model_dir={model_dir} holds {', '.join(leftovers)} but no {RUN_CONFIG}; "
-                "choose another --model_dir or pass --overwrite"
+                f"model_dir={model_dir} holds {', '.join(leftovers)} but no {RUN_CONFIG}; "
+                "choose another model_dir or set overwrite=True"
             )
         return NEW
     try:
         old = json.loads(saved.read_text())
     except (OSError, json.JSONDecodeError) as e:
-        raise UserError(f"{saved} is unreadable ({e}); pass --overwrite to start over") from None
-    differences = _differences(old, config.to_dict())
+        raise UserError(f"{saved} is unreadable ({e}); set overwrite=True to start over") from None
+    differences = config.differences(old)
     if differences:
         raise UserError(
-            f"--model_dir={model_dir} holds a run with other settings ({'; '.join(differences)}); "
-            "choose another --model_dir or pass --overwrite"
+            f"model_dir={model_dir} holds a run with other settings ({'; '.join(differences)}); "
+            "choose another model_dir or set overwrite=True"
         )
     return COMPLETE if (model_dir / "metrics.json").exists() else RESUME
 
@@ -109,6 +76,6 @@ def prepare(model_dir, config):
         probe.touch()
         probe.unlink()
     except OSError as e:
-        raise UserError(f"--model_dir={model_dir} is not writable ({e.strerror or e})") from None
+        raise UserError(f"model_dir={model_dir} is not writable ({e.strerror or e})") from None
     if not (model_dir / RUN_CONFIG).exists():
         write_json(model_dir / RUN_CONFIG, config.to_dict())

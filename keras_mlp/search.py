@@ -6,23 +6,28 @@ trial is an ordinary run (`trial-NNN/`, with TensorBoard logs and an HParams
 session); selection uses a validation split held out from the training set.
 The best configuration is then retrained on the whole training set and its
 test accuracy measured once.
+
+    keras-mlp-search --flagfile=configs/search.flags --data_dir=../shared/data/fashion-mnist
+
+Every training flag sets the base configuration; the search's own flags are
+listed first in --help. Rerunning with the same --search_dir continues the study.
 """
 
 import dataclasses
+import sys
 from pathlib import Path
 
 import keras
-import matplotlib
+import optuna
+from absl import flags
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import optuna  # noqa: E402
-
-from keras_mlp.config import RunConfig  # noqa: E402
-from keras_mlp.errors import UserError  # noqa: E402
-from keras_mlp.main import train  # noqa: E402
-from keras_mlp.reporting import print_table, write_csv, write_json  # noqa: E402
-from keras_mlp.sweep import write_hparams_experiment  # noqa: E402
+from keras_mlp import cli
+from keras_mlp.config import RunConfig
+from keras_mlp.errors import UserError
+from keras_mlp.reporting import print_table, save_figure, write_csv, write_json
+from keras_mlp.run import train
+from keras_mlp.sweep import write_hparams_experiment
 
 # Learning-rate ranges per optimizer: SGD and Adam live at different scales.
 LEARNING_RATES = {"sgd": (0.01, 0.5), "adam": (1e-4, 3e-3)}
@@ -44,6 +49,20 @@ def suggest_config(trial, base, max_epochs, widths, optimizers):
         epochs=epochs,
         hidden_units=(width,) * depth,
     )
+
+
+class OptunaPruning(keras.callbacks.Callback):
+    """Reports each epoch's validation accuracy to an Optuna trial and stops the
+    run with `optuna.TrialPruned` when the pruner says so."""
+
+    def __init__(self, trial):
+        super().__init__()
+        self.trial = trial
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.trial.report(logs["val_accuracy"], epoch + 1)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned()
 
 
 def _last_value(trial):
@@ -107,15 +126,9 @@ def run_search(
             config, model_dir=str(search_dir / f"trial-{trial.number:03d}")
         )
         trial.set_user_attr("config", config.to_dict())
-
-        def report(epoch, history):
-            trial.report(history["val_accuracy"][-1], epoch)
-            if trial.should_prune():
-                raise optuna.TrialPruned()
-
         keras.backend.clear_session()
-        _, history, _ = train(config, verbose=False, on_epoch_end=report)
-        return history["val_accuracy"][-1]
+        result = train(config, callbacks=[OptunaPruning(trial)], verbose=False)
+        return result.history["val_accuracy"][-1]
 
     finished = sum(t.state.is_finished() for t in study.trials)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -130,7 +143,7 @@ def run_search(
         RunConfig(**configs[best.number]), validation_split=0.0, model_dir=str(search_dir / "best")
     )
     keras.backend.clear_session()
-    _, history, _ = train(best_config, verbose=False)
+    history = train(best_config, verbose=False).history
     report = {
         "best_trial": best.number,
         "best_validation_accuracy": best.value,
@@ -165,7 +178,8 @@ def run_search(
 
 
 def _plot(path, rows):
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig = Figure(figsize=(6, 3.5))
+    ax = fig.subplots()
     for status, marker in (("done", "o"), ("pruned", "x")):
         part = [r for r in rows if r["status"] == status]
         ax.scatter(
@@ -179,5 +193,58 @@ def _plot(path, rows):
     ax.legend()
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
+
+
+def define_flags(flag_values):
+    """The search's flags, then every training flag (the base configuration)."""
+    kw = {"flag_values": flag_values}
+    flags.DEFINE_string(
+        "search_dir",
+        None,
+        "Folder of the search: trial-NNN/ runs, study.db, best.json, plots.",
+        **kw,
+    )
+    flags.DEFINE_integer(
+        "trials", 20, "Trials in the study (finished ones count when continuing).", **kw
+    )
+    flags.DEFINE_integer(
+        "max_epochs", 30, "Most epochs a trial may get (Hyperband's maximum resource).", **kw
+    )
+    flags.DEFINE_list(
+        "widths", ["128", "256", "512", "1024"], "Hidden widths to choose from.", **kw
+    )
+    flags.DEFINE_list("optimizers", ["sgd", "adam"], "Optimizers to choose from (sgd, adam).", **kw)
+    cli.define_run_flags(flag_values)
+
+
+def _search(flag_values, args):
+    cli.no_positional(args)
+    if not flag_values.search_dir:
+        raise UserError("--search_dir is required")
+    if flag_values.trials < 1 or flag_values.max_epochs < 1:
+        raise UserError("--trials and --max_epochs must be positive integers")
+    if not flag_values.optimizers or not set(flag_values.optimizers) <= set(LEARNING_RATES):
+        raise UserError(
+            f"--optimizers takes sgd and/or adam. Received: {','.join(flag_values.optimizers)}"
+        )
+    widths = cli.int_list("widths", flag_values.widths)
+    cli.quiet_tensorflow()
+    run_search(
+        flag_values.search_dir,
+        cli.config_from_flags(flag_values),
+        flag_values.trials,
+        flag_values.max_epochs,
+        widths,
+        tuple(flag_values.optimizers),
+        flag_values.seed,
+    )
+
+
+def main(argv=None):
+    """The `keras-mlp-search` command; returns its exit status."""
+    return cli.run_tool(_search, define_flags, __doc__, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,4 +1,4 @@
-"""TensorBoard: what a run writes under `<model_dir>/logs`.
+"""TensorBoard: what a run writes under `<model_dir>/logs`, as one callback.
 
 `logs/train` and `logs/validation` hold the per-epoch scalars (and, on request,
 per-step losses, histograms, images and the train step's graph); `logs/` itself
@@ -10,13 +10,14 @@ import io
 import json
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import tensorflow as tf
+from matplotlib.figure import Figure
+from tensorboard.plugins.hparams import api as hp
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from tensorboard.plugins.hparams import api as hp  # noqa: E402
+from keras_mlp import data as data_lib
+from keras_mlp.callbacks import Callback, steps_to_multiple
+from keras_mlp.training import compute_loss
 
 # Per-epoch scalar tags, from history keys: (writer, tag).
 SCALARS = {
@@ -46,17 +47,18 @@ def hparams_values(config):
     }
 
 
-def _figure_png(fig):
+def figure_png(fig):
+    """A matplotlib `Figure` as a `(1, H, W, 4)` image tensor."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=80)
-    plt.close(fig)
     return tf.image.decode_png(buffer.getvalue(), channels=4)[tf.newaxis]
 
 
 def image_grid(images, predicted, labels, label_names):
     """Validation images titled `predicted (true)`, green when right, red when wrong."""
     side = int(np.ceil(np.sqrt(len(images))))
-    fig, axes = plt.subplots(side, side, figsize=(1.6 * side, 1.8 * side))
+    fig = Figure(figsize=(1.6 * side, 1.8 * side))
+    axes = fig.subplots(side, side, squeeze=False)
     for ax in np.ravel(axes):
         ax.axis("off")
     for ax, image, p, t in zip(np.ravel(axes), images, predicted, labels, strict=False):
@@ -65,19 +67,34 @@ def image_grid(images, predicted, labels, label_names):
             f"{label_names[p]}\n({label_names[t]})", fontsize=7, color="green" if p == t else "red"
         )
     fig.tight_layout()
-    return _figure_png(fig)
+    return figure_png(fig)
+
+
+def confusion_matrix(model, images, labels, num_classes, batch_size=1024):
+    """Counts of (true label, predicted label) over a whole split, computed locally."""
+    predicted = np.concatenate(
+        [
+            np.argmax(model(data_lib.scale(images[i : i + batch_size]), training=False), axis=-1)
+            for i in range(0, len(images), batch_size)
+        ]
+    )
+    return np.bincount(labels * num_classes + predicted, minlength=num_classes**2).reshape(
+        num_classes, num_classes
+    )
 
 
 def confusion_image(confusion, label_names):
     """The confusion matrix (rows: true label, columns: predicted), counts written in."""
     k = len(label_names)
-    fig, ax = plt.subplots(figsize=(0.5 * k + 2, 0.5 * k + 1.5))
+    fig = Figure(figsize=(0.5 * k + 2, 0.5 * k + 1.5))
+    ax = fig.subplots()
     ax.imshow(confusion, cmap="Blues")
     ax.set_xticks(range(k), label_names, rotation=90, fontsize=7)
     ax.set_yticks(range(k), label_names, fontsize=7)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     for (i, j), count in np.ndenumerate(confusion):
+        dark = count > confusion.max() / 2
         ax.text(
             j,
             i,
@@ -85,103 +102,180 @@ def confusion_image(confusion, label_names):
             ha="center",
             va="center",
             fontsize=6,
-            color="white" if count > confusion.max() / 2 else "black",
+            color="white" if dark else "black",
         )
     fig.tight_layout()
-    return _figure_png(fig)
+    return figure_png(fig)
 
 
-class SummaryWriters:
-    """The run's TensorBoard writers; with `model_dir=None` (no outputs, or a
-    non-chief worker) every method does nothing."""
+def logged_epochs(directory, tag="epoch_loss"):
+    """The steps at which `tag` was written in the event files of `directory`."""
+    steps = set()
+    for path in sorted(Path(directory).glob("events.out.tfevents.*")):
+        try:
+            for record in tf.data.TFRecordDataset(str(path)):
+                event = tf.compat.v1.Event.FromString(record.numpy())
+                steps.update(event.step for v in event.summary.value if v.tag == tag)
+        except tf.errors.DataLossError:
+            pass  # a file cut short by a kill: what was read before the cut stands
+    return steps
 
-    def __init__(self, model_dir):
+
+class TensorBoardLogger(Callback):
+    """Writes a run's TensorBoard logs under `log_dir` (`None`: nothing, e.g. on a
+    non-chief worker, which still takes part in every step).
+
+    Per epoch: the scalars of `SCALARS` at step `epoch + 1`. New runs also get an
+    HParams session and the config as text; a resumed run first writes the epochs
+    its checkpoint has but its event files lack, so none is missing or doubled.
+
+    Args:
+        log_dir: The folder (a run's `<model_dir>/logs`), or `None`.
+        data: The `Dataset` (histograms use a fixed training batch, images the
+            validation split).
+        run_config: A dict recorded as HParams and text. Defaults to `{}`.
+        log_every_steps: Log `batch_loss`, the mean over the last N steps. `0`: off.
+        histogram_freq: Every N epochs, histograms of each weight and its gradient.
+        profile_steps: `(first, last)` global steps to trace with the profiler.
+        image_summaries: A grid of validation predictions and the confusion matrix
+            every epoch.
+        batch_size: The batch of the gradient histograms. Defaults to `256`.
+    """
+
+    def __init__(
+        self,
+        log_dir,
+        data,
+        run_config=None,
+        *,
+        log_every_steps=0,
+        histogram_freq=0,
+        profile_steps=(),
+        image_summaries=False,
+        batch_size=256,
+    ):
+        super().__init__()
+        self.logs = Path(log_dir) if log_dir else None
+        self.data, self.run_config = data, run_config or {}
+        self.log_every_steps, self.histogram_freq = log_every_steps, histogram_freq
+        self.profile_first, self.profile_last = profile_steps or (0, 0)
+        self.image_summaries, self.batch_size = image_summaries, batch_size
         self._writers = {}
-        self.logs = Path(model_dir) / "logs" if model_dir else None
-        if self.logs:
-            self._writers = {
-                name: tf.summary.create_file_writer(str(self.logs / name))
-                for name in ("train", "validation", ".")
-            }
+        self._window = None  # (first batch, loss total before it) of the batch_loss window
+        self._tracing = self._profiling = False
 
-    @property
-    def enabled(self):
-        return bool(self._writers)
+    def _writer(self, name):
+        if name not in self._writers:
+            self._writers[name] = tf.summary.create_file_writer(str(self.logs / name))
+        return self._writers[name]
 
-    def _logged_epochs(self, writer):
-        """The epochs already in `logs/<writer>`'s event files."""
-        steps = set()
-        for path in sorted((self.logs / writer).glob("events.out.tfevents.*")):
-            try:
-                for record in tf.data.TFRecordDataset(str(path)):
-                    event = tf.compat.v1.Event.FromString(record.numpy())
-                    steps.update(event.step for v in event.summary.value if v.tag == "epoch_loss")
-            except tf.errors.DataLossError:
-                pass  # a file cut short by a kill: what was read before the cut stands
-        return steps
-
-    def start_run(self, config, history):
-        """HParams session and config text for a new run; catch-up scalars for a resumed one.
-
-        A run killed after a checkpoint but before that epoch's summaries would leave
-        a hole; summaries are written only after the checkpoint, so none is doubled.
-        """
-        if not self.enabled:
+    def on_train_begin(self, logs=None):
+        if not self.logs:
             return
-        if not history["loss"]:
-            with self._writers["."].as_default():
-                hp.hparams(hparams_values(config))
-                tf.summary.text("config", f"```\n{json.dumps(config, indent=2)}\n```", step=0)
-        for writer in ("train", "validation"):
-            logged = self._logged_epochs(writer)
+        history = (logs or {}).get("history")
+        if not history:
+            with self._writer(".").as_default():
+                hp.hparams(hparams_values(self.run_config))
+                text = f"```\n{json.dumps(self.run_config, indent=2)}\n```"
+                tf.summary.text("config", text, step=0)
+        else:
+            self._catch_up(history)
+        tf.summary.trace_on(graph=True)  # the first chunk's graph, for the Graphs tab
+        self._tracing = True
+
+    def _catch_up(self, history):
+        for name in ("train", "validation"):
+            logged = logged_epochs(self.logs / name)
             for epoch in range(1, len(history["loss"]) + 1):
                 if epoch not in logged:
-                    self._write(writer, epoch, {k: v[epoch - 1] for k, v in history.items()})
-        self.flush()
+                    self._write_scalars(name, epoch, {k: v[epoch - 1] for k, v in history.items()})
 
-    def _write(self, writer, epoch, values):
-        with self._writers[writer].as_default():
-            for key, (name, tag) in SCALARS.items():
-                if name == writer:
-                    tf.summary.scalar(tag, values[key], step=epoch)
+    def steps_until_due(self, step):
+        edges = [edge - step for edge in (self.profile_first - 1, self.profile_last) if edge > step]
+        due = [steps_to_multiple(self.log_every_steps, step), *edges]
+        return min((d for d in due if d), default=None)
 
-    def write_epoch(self, epoch, history):
-        """Writes the last entry of each history list as a scalar at step `epoch`."""
-        if self.enabled:
-            last = {key: values[-1] for key, values in history.items()}
-            for writer in ("train", "validation"):
-                self._write(writer, epoch, last)
-            self.flush()
+    def on_epoch_begin(self, epoch, logs=None):
+        self._window = None
 
-    def write_step_loss(self, step, loss):
-        if self.enabled:
-            with self._writers["train"].as_default():
-                tf.summary.scalar("batch_loss", loss, step=step)
+    def on_train_batch_begin(self, batch, logs=None):
+        if self._window is None:
+            self._window = (batch, logs["loss"] * batch)
+        if self.logs and self.profile_first and logs["step"] == self.profile_first - 1:
+            tf.profiler.experimental.start(str(self.logs))
+            self._profiling = True
 
-    def write_histograms(self, epoch, variables, gradients):
-        """Each weight (by its path: `mlp_scratch/W1`, ...) and its gradient."""
-        if self.enabled:
-            with self._writers["train"].as_default():
-                for variable, gradient in zip(variables, gradients, strict=True):
-                    tf.summary.histogram(variable.path, variable, step=epoch)
-                    tf.summary.histogram(f"{variable.path}/gradient", gradient, step=epoch)
+    def on_train_batch_end(self, batch, logs=None):
+        if not self.logs:
+            return
+        if self._tracing:
+            with self._writer("train").as_default():
+                tf.summary.trace_export(name="train_steps", step=0)
+            self._tracing = False
+        if self._profiling and logs["step"] >= self.profile_last:
+            tf.profiler.experimental.stop()
+            self._profiling = False
+        if self.log_every_steps and logs["step"] % self.log_every_steps == 0:
+            first, before = self._window
+            total = logs["loss"] * (batch + 1)  # the running mean covers steps 0..batch
+            with self._writer("train").as_default():
+                tf.summary.scalar(
+                    "batch_loss", (total - before) / (batch + 1 - first), logs["step"]
+                )
+            self._window = (batch + 1, total)
 
-    def write_images(self, epoch, grid, confusion):
-        if self.enabled:
-            with self._writers["validation"].as_default():
-                tf.summary.image("predictions", grid, step=epoch)
-                tf.summary.image("confusion_matrix", confusion, step=epoch)
-
-    def trace_export(self, name):
-        """Writes the graph traced since `tf.summary.trace_on` (the Graphs tab)."""
-        if self.enabled:
-            with self._writers["train"].as_default():
-                tf.summary.trace_export(name=name, step=0)
-
-    def flush(self):
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.logs:
+            return
+        for name in ("train", "validation"):
+            self._write_scalars(name, epoch + 1, logs)
+        if self.histogram_freq and (epoch + 1) % self.histogram_freq == 0:
+            self._write_histograms(epoch + 1)
+        if self.image_summaries:
+            self._write_images(epoch + 1)
         for writer in self._writers.values():
             writer.flush()
 
+    def _write_scalars(self, name, step, values):
+        with self._writer(name).as_default():
+            for key, (writer, tag) in SCALARS.items():
+                if writer == name:
+                    tf.summary.scalar(tag, values[key], step=step)
+
+    def _write_histograms(self, step):
+        """Each weight (by its path: `mlp_scratch/hidden1/W1`, ...) and its gradient on
+        a fixed training batch."""
+        images = data_lib.scale(self.data.train_images[: self.batch_size])
+        with tf.GradientTape() as tape:
+            per_example, _ = compute_loss(
+                self.model, images, self.data.train_labels[: self.batch_size], training=False
+            )
+            loss = tf.reduce_mean(per_example)
+        variables = self.model.trainable_variables
+        with self._writer("train").as_default():
+            for variable, gradient in zip(variables, tape.gradient(loss, variables), strict=True):
+                tf.summary.histogram(variable.path, variable, step=step)
+                tf.summary.histogram(f"{variable.path}/gradient", gradient, step=step)
+
+    def _write_images(self, step):
+        data = self.data
+        shown = data.val_images[:16]
+        predicted = np.argmax(self.model(data_lib.scale(shown), training=False), axis=-1)
+        confusion = confusion_matrix(self.model, data.val_images, data.val_labels, data.num_classes)
+        with self._writer("validation").as_default():
+            grid = image_grid(shown, predicted, data.val_labels[:16], data.label_names)
+            tf.summary.image("predictions", grid, step=step)
+            tf.summary.image(
+                "confusion_matrix", confusion_image(confusion, data.label_names), step=step
+            )
+
     def close(self):
+        if self._tracing:
+            tf.summary.trace_off()
+            self._tracing = False
+        if self._profiling:
+            tf.profiler.experimental.stop()
+            self._profiling = False
         for writer in self._writers.values():
             writer.close()
+        self._writers = {}

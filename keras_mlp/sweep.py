@@ -1,5 +1,12 @@
-"""Grid sweeps over training flags: every trial an ordinary train.py run in its
+"""Grid sweeps over training flags: every trial an ordinary training run in its
 own folder of the sweep, so each has its TensorBoard logs and HParams session.
+
+    keras-mlp-sweep --sweep_dir=runs/width --grid=hidden_units=32,64,128 \
+        -- --flagfile=configs/scratch.flags --data_dir=../shared/data/fashion-mnist
+    keras-mlp-sweep --flagfile=configs/sweeps/width.flags -- --data_dir=...
+
+Flags after `--` go to every trial; `;` separates values that hold commas
+(`--grid=hidden_units=256;256,256`).
 
 Rerunning a sweep skips the trials that finished; a failed trial is recorded
 as failed and the sweep goes on. Results: `results.csv`, a summary printed best
@@ -14,20 +21,18 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import tensorflow as tf
+from absl import flags
+from matplotlib.figure import Figure
+from tensorboard.plugins.hparams import api as hp
+from tqdm.auto import tqdm
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from tensorboard.plugins.hparams import api as hp  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
+from keras_mlp import cli
+from keras_mlp.errors import UserError
+from keras_mlp.reporting import print_table, save_figure, write_csv
+from keras_mlp.summaries import HPARAMS_METRICS
 
-from keras_mlp.errors import UserError  # noqa: E402
-from keras_mlp.reporting import print_table, write_csv  # noqa: E402
-from keras_mlp.summaries import HPARAMS_METRICS  # noqa: E402
-
-TRAIN_SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "train.py"
 RESULT_COLUMNS = (
     "status",
     "val_accuracy",
@@ -74,7 +79,8 @@ def _run_trial(sweep_dir, params, train_args, timeout):
     if not (model_dir / "metrics.json").exists():
         command = [
             sys.executable,
-            str(TRAIN_SCRIPT),
+            "-m",
+            "keras_mlp.train",
             *train_args,
             *(f"--{k}={v}" for k, v in params.items()),
             f"--model_dir={model_dir}",
@@ -171,7 +177,8 @@ def plot_results(path, rows, keys):
     if len(keys) == 1:
         xs = _axis_values([r[keys[0]] for r in done])
         accuracy = {r[keys[0]]: r["val_accuracy"] for r in done}
-        fig, ax = plt.subplots(figsize=(6, 3.5))
+        fig = Figure(figsize=(6, 3.5))
+        ax = fig.subplots()
         ax.plot(range(len(xs)), [accuracy[x] for x in xs], "o-")
         ax.set_xticks(range(len(xs)), xs, rotation=30)
         ax.set_xlabel(keys[0])
@@ -182,7 +189,8 @@ def plot_results(path, rows, keys):
         grid = np.full((len(rows_axis), len(cols_axis)), np.nan)
         for r in done:
             grid[rows_axis.index(r[keys[0]]), cols_axis.index(r[keys[1]])] = r["val_accuracy"]
-        fig, ax = plt.subplots(figsize=(1.2 * len(cols_axis) + 2.5, 0.6 * len(rows_axis) + 2))
+        fig = Figure(figsize=(1.2 * len(cols_axis) + 2.5, 0.6 * len(rows_axis) + 2))
+        ax = fig.subplots()
         image = ax.imshow(grid, cmap="viridis", aspect="auto")
         middle = np.nanmin(grid) + (np.nanmax(grid) - np.nanmin(grid)) / 2
         for (i, j), value in np.ndenumerate(grid):
@@ -202,9 +210,67 @@ def plot_results(path, rows, keys):
         ax.set_ylabel(keys[0])
         fig.colorbar(image, label="validation accuracy")
     else:
-        fig, ax = plt.subplots(figsize=(6, 0.3 * len(done) + 1.5))
+        fig = Figure(figsize=(6, 0.3 * len(done) + 1.5))
+        ax = fig.subplots()
         ax.barh([r["trial"] for r in done][::-1], [r["val_accuracy"] for r in done][::-1])
         ax.set_xlabel("validation accuracy")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
+
+
+def define_flags(flag_values):
+    def define(kind, name, default, help):
+        kind(name, default, help, flag_values=flag_values)
+
+    define(
+        flags.DEFINE_string,
+        "sweep_dir",
+        None,
+        "Folder of the sweep: one sub-folder per trial, results.csv, plots.",
+    )
+    define(
+        flags.DEFINE_multi_string,
+        "grid",
+        [],
+        "name=v1,v2,...: a training flag and its values (';' separates values holding commas).",
+    )
+    define(
+        flags.DEFINE_string, "base_flagfile", None, "A training flagfile every trial starts from."
+    )
+    define(flags.DEFINE_integer, "parallel", 1, "Trials run at once (each its own process).")
+    define(
+        flags.DEFINE_float,
+        "trial_timeout",
+        3600,
+        "Seconds a trial may run before it is recorded as failed.",
+    )
+
+
+def _sweep(flag_values, train_args):
+    if not flag_values.sweep_dir:
+        raise UserError("--sweep_dir is required")
+    if flag_values.parallel < 1:
+        raise UserError(f"--parallel={flag_values.parallel} must be a positive integer")
+    grid = parse_grid(flag_values.grid)
+    base = [f"--flagfile={flag_values.base_flagfile}"] if flag_values.base_flagfile else []
+    rows = run_sweep(
+        flag_values.sweep_dir,
+        grid,
+        [*base, *train_args],
+        flag_values.parallel,
+        flag_values.trial_timeout,
+    )
+    print(
+        f"\nresults in {flag_values.sweep_dir}/results.csv and results.png; "
+        f"tensorboard --logdir {flag_values.sweep_dir} --host 127.0.0.1"
+    )
+    return 0 if any(r["status"] == "done" for r in rows) else 1
+
+
+def main(argv=None):
+    """The `keras-mlp-sweep` command; returns its exit status (1 when no trial finished)."""
+    return cli.run_tool(_sweep, define_flags, __doc__, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -2,30 +2,25 @@
 
 Keras 3 `model.fit` cannot run real multi-worker training (keras-team/keras#20585),
 so the trainer owns its loop: a `tf.function` that runs several steps through
-`strategy.run`. The same code serves the default, one-device and mirrored
-strategies, and a multi-worker cluster.
+`strategy.run`, the same code for the default, one-device and mirrored
+strategies and a multi-worker cluster. Like `fit`, it drives a
+`keras.callbacks.CallbackList`: every per-epoch and per-chunk concern
+(checkpoints, progress, TensorBoard, the NaN guard, the signal stop, early
+stopping, a search's pruning) is a callback, not a line of the loop.
 """
 
-import contextlib
 import hashlib
-import shutil
-import signal
-import tempfile
-import threading
+import json
 import time
-from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
-from tqdm.auto import tqdm
 
+from keras_mlp import callbacks as callbacks_lib
 from keras_mlp import data as data_lib
-from keras_mlp import reporting, summaries
-from keras_mlp.distribute import is_chief
-from keras_mlp.errors import UserError
-
-OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta", "adamax", "nadam", "lion")
+from keras_mlp.errors import TrainingInterrupted, UserError
+from keras_mlp.names import OPTIMIZERS
 
 HISTORY_KEYS = (
     "loss",
@@ -38,23 +33,18 @@ HISTORY_KEYS = (
 )
 
 
-class TrainingInterrupted(Exception):
-    """Training stopped on SIGINT/SIGTERM after saving a checkpoint."""
-
-    def __init__(self, signal_number, step, checkpoint):
-        self.signal_number, self.step, self.checkpoint = signal_number, step, checkpoint
-        saved = (
-            f"checkpoint saved as {checkpoint}; rerun the same command to resume"
-            if checkpoint
-            else "nothing saved (no model_dir)"
-        )
-        super().__init__(f"stopped by {signal.Signals(signal_number).name} at step {step}; {saved}")
+def compute_loss(model, images, labels, training):
+    """Per-example sparse softmax cross-entropy and the logits: the package's one loss,
+    used by training, evaluation and the gradient histograms alike."""
+    logits = tf.cast(model(images, training=training), tf.float32)  # mixed precision: 16-bit
+    return keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True), logits
 
 
-def _summed_on_read(shape=()):
-    """Floats each replica updates locally; reading them sums over replicas and workers."""
+def _summed_on_read(shape=(), dtype=tf.float32):
+    """Numbers each replica updates locally; reading them sums over replicas and
+    workers (a collective: every worker must read them at the same points)."""
     return tf.Variable(
-        tf.zeros(shape),
+        tf.zeros(shape, dtype),
         trainable=False,
         synchronization=tf.VariableSynchronization.ON_READ,
         aggregation=tf.VariableAggregation.SUM,
@@ -62,17 +52,10 @@ def _summed_on_read(shape=()):
 
 
 class _Totals:
-    """Sums of loss, correct predictions and examples, kept on the devices.
+    """Sums of loss, correct predictions and examples, kept on the devices."""
 
-    Sync-on-read variables: each replica adds to its own copy inside the step,
-    and reading them outside sums over replicas (and workers: a collective, so
-    every worker reads them at the same points).
-    """
-
-    def __init__(self, num_classes=None):
+    def __init__(self):
         self.variables = [_summed_on_read() for _ in range(3)]
-        # Rows: true label, columns: predicted; only where image summaries want it.
-        self.confusion = _summed_on_read((num_classes, num_classes)) if num_classes else None
 
     def add(self, per_example_loss, logits, labels, weights):
         loss, correct, count = self.variables
@@ -80,19 +63,9 @@ class _Totals:
         loss.assign_add(tf.reduce_sum(per_example_loss * weights))
         correct.assign_add(tf.reduce_sum(tf.cast(predicted == labels, tf.float32) * weights))
         count.assign_add(tf.reduce_sum(weights))
-        if self.confusion is not None:
-            self.confusion.assign_add(
-                tf.math.confusion_matrix(
-                    labels,
-                    predicted,
-                    num_classes=self.confusion.shape[0],
-                    weights=weights,
-                    dtype=tf.float32,
-                )
-            )
 
     def reset(self):
-        for variable in self.variables + ([self.confusion] if self.confusion is not None else []):
+        for variable in self.variables:
             variable.assign(tf.zeros_like(variable))
 
     def sums(self):
@@ -100,9 +73,42 @@ class _Totals:
         return np.array([float(v.read_value()) for v in self.variables])
 
 
-def _mean_and_accuracy(sums):
+def _means(sums):
+    """`{"loss": mean loss, "accuracy": ...}` from `[loss sum, correct, count]`."""
     count = max(sums[2], 1.0)
-    return sums[0] / count, sums[1] / count
+    return {"loss": sums[0] / count, "accuracy": sums[1] / count}
+
+
+class TrainState:
+    """What a checkpoint holds besides model and optimizer: enough to continue
+    exactly. The data order follows from seed, epoch and step, so the step is
+    the data position too."""
+
+    def __init__(self):
+        with tf.device("/cpu:0"):  # strings and counters live on the host
+            self.step = tf.Variable(0, dtype=tf.int64, trainable=False)
+            self.history_json = tf.Variable(json.dumps({key: [] for key in HISTORY_KEYS}))
+            # Training sums `[loss, correct, count]` of the epoch in progress.
+            self.epoch_sums = tf.Variable(tf.zeros(3, tf.float64), trainable=False)
+
+    @property
+    def history(self):
+        """Per-epoch lists keyed by `HISTORY_KEYS`."""
+        return json.loads(self.history_json.numpy())
+
+    @property
+    def epochs_done(self):
+        return len(self.history["loss"])
+
+    def end_epoch(self, logs):
+        history = self.history
+        for key in HISTORY_KEYS:
+            history[key].append(float(logs[key]))
+        self.history_json.assign(json.dumps(history))
+        self.epoch_sums.assign(tf.zeros(3, tf.float64))
+
+    def checkpoint_items(self):
+        return {"step": self.step, "history": self.history_json, "epoch_sums": self.epoch_sums}
 
 
 class Trainer:
@@ -112,39 +118,35 @@ class Trainer:
     after every epoch and every `checkpoint_every_steps` steps, and `fit` resumes
     from the latest checkpoint found there. SIGINT/SIGTERM save a checkpoint at
     the next step boundary and raise `TrainingInterrupted`; a non-finite loss or
-    weight raises `FloatingPointError` before anything bad is saved.
+    weight raises `TrainingDiverged` before anything bad is saved.
+
+    Callbacks see Keras' hooks: `on_train_begin` (its logs hold the restored
+    `history` when resuming), `on_epoch_begin/end` (epochs count from 0, logs
+    hold `HISTORY_KEYS`), `on_train_batch_begin/end` once per compiled chunk of
+    steps (batch: the step's index in the epoch; logs: the epoch's running
+    `loss` and `accuracy`, and `step`, the global step count), `on_train_end`.
+    A callback that sets `model.stop_training` ends training after the current
+    epoch's evaluation, as in `fit`; `model.optimizer` is the optimizer in use.
 
     Args:
         max_epochs: Epochs to train. Defaults to `10`.
         batch_size: Global batch size, split across all replicas. Defaults to `256`.
-        learning_rate: Optimizer learning rate. Defaults to `0.1`.
         optimizer: A name from `OPTIMIZERS`. Defaults to `"sgd"`.
+        learning_rate: Optimizer learning rate. Defaults to `0.1`.
         strategy: The `tf.distribute.Strategy`; create the model inside its
             `scope()`. Defaults to `None` (the default strategy).
-        model_dir: Where checkpoints, TensorBoard logs, `metrics.json`,
-            `progress.png`, `model.keras` and `export/` go; `None` writes nothing.
-            Defaults to `None`.
+        model_dir: Where `checkpoints/` go; `None` keeps none. Defaults to `None`.
         seed: Seed of the data order. Defaults to `0`.
         steps_per_execution: Training steps per `tf.function` call; more means
-            less Python overhead, fewer progress updates. Defaults to `50`.
+            less Python overhead, fewer callback calls. Defaults to `50`.
         checkpoint_every_steps: Also checkpoint every this many steps; `0` means
             at epoch ends only. Defaults to `0`.
         keep_checkpoints: How many checkpoints to keep. Defaults to `3`.
-        log_every_steps: Log the training loss, averaged over the last this many
-            steps, to TensorBoard; `0` means never. Defaults to `0`.
-        histogram_freq: Every this many epochs, log histograms of every weight and
-            of its gradient (on a fixed training batch); `0` means never. Defaults to `0`.
-        profile_steps: `(first, last)` training steps to trace with the TensorFlow
-            profiler (the Profile tab), or `None`. Defaults to `None`.
-        image_summaries: Log a grid of validation predictions and the confusion
-            matrix every epoch. Defaults to `False`.
-        on_epoch_end: Called as `on_epoch_end(epoch, history)` after each epoch is
-            checkpointed and logged (a search uses it to prune); `None` for none.
-        run_config: A dict recorded in `metrics.json` as the run's config.
-        verbose: Print a progress bar and one line per epoch. Defaults to `True`.
+        callbacks: Keras callbacks, called after the trainer's own. Defaults to `()`.
+        verbose: Show a progress bar and print one line per epoch. Defaults to `True`.
 
     Example:
-        >>> trainer = Trainer(max_epochs=10)
+        >>> trainer = Trainer(max_epochs=10, callbacks=[keras.callbacks.EarlyStopping()])
         >>> with trainer.strategy.scope():
         ...     model = build_model("scratch", data.input_shape, data.num_classes)
         >>> history = trainer.fit(model, data)
@@ -152,62 +154,53 @@ class Trainer:
 
     def __init__(
         self,
+        *,
         max_epochs=10,
         batch_size=256,
-        learning_rate=0.1,
         optimizer="sgd",
+        learning_rate=0.1,
         strategy=None,
         model_dir=None,
         seed=0,
         steps_per_execution=50,
         checkpoint_every_steps=0,
         keep_checkpoints=3,
-        log_every_steps=0,
-        histogram_freq=0,
-        profile_steps=None,
-        image_summaries=False,
-        on_epoch_end=None,
-        run_config=None,
+        callbacks=(),
         verbose=True,
     ):
         if optimizer not in OPTIMIZERS:
-            raise UserError(f"unknown optimizer {optimizer!r}; accepted: {', '.join(OPTIMIZERS)}")
+            raise UserError(
+                f"optimizer={optimizer!r} is not known; accepted: {', '.join(OPTIMIZERS)}"
+            )
         self.max_epochs = max_epochs
         self.batch_size = batch_size
-        self.learning_rate = learning_rate
         self.optimizer_name = optimizer
+        self.learning_rate = learning_rate
         self.strategy = strategy or tf.distribute.get_strategy()
         self.model_dir = model_dir
         self.seed = seed
         self.steps_per_execution = steps_per_execution
         self.checkpoint_every_steps = checkpoint_every_steps
         self.keep_checkpoints = keep_checkpoints
-        self.log_every_steps = log_every_steps
-        self.histogram_freq = histogram_freq
-        self.profile_steps = profile_steps
-        self.image_summaries = image_summaries
-        self.on_epoch_end = on_epoch_end
-        self.run_config = run_config or {}
+        self.callbacks = list(callbacks)
         self.verbose = verbose
-        self._signal_received = None
+        self.stopped_early = False
 
     def check(self, model, data):
         """Raises if `fit(model, data)` cannot run: call it before creating outputs."""
         replicas = self.strategy.num_replicas_in_sync
         if self.batch_size % replicas:
             raise UserError(
-                f"--batch_size={self.batch_size} must be divisible by the number of replicas ({replicas})"
+                f"batch_size={self.batch_size} must be divisible by the number of replicas ({replicas})"
             )
         if len(data.train_images) < self.batch_size:
             raise UserError(
-                f"--batch_size={self.batch_size} is larger than the training set ({len(data.train_images)} examples)"
+                f"batch_size={self.batch_size} is larger than the training set ({len(data.train_images)} examples)"
             )
         if not all(
             self.strategy.extended.variable_created_in_scope(v.value) for v in model.weights
         ):
-            raise ValueError(
-                "create the model inside `trainer.strategy.scope()` before calling fit"
-            )
+            raise ValueError("create the model inside `trainer.strategy.scope()` before fit")
 
     def fit(self, model, data):
         """Trains `model` on `data` until `max_epochs` epochs are done (resuming if possible).
@@ -216,8 +209,90 @@ class Trainer:
             The history: a dict of per-epoch lists keyed by `HISTORY_KEYS`.
         """
         self.check(model, data)
-        strategy, global_batch = self.strategy, self.batch_size
-        with strategy.scope():
+        state, steps_per_epoch = TrainState(), len(data.train_images) // self.batch_size
+        model.optimizer = self._make_optimizer(model)  # where Keras callbacks look for it
+        checkpoints = callbacks_lib.Checkpointer(
+            tf.train.Checkpoint(model=model, optimizer=model.optimizer, **state.checkpoint_items()),
+            self.strategy,
+            self.model_dir,
+            self.keep_checkpoints,
+            self.checkpoint_every_steps,
+        )
+        resumed = checkpoints.restore()
+        first_epoch = state.epochs_done
+        done = int(state.step.numpy()) - first_epoch * steps_per_epoch
+        if resumed and self.verbose:
+            print(
+                f"resuming from {resumed}: "
+                + _position(first_epoch, done, self.max_epochs, steps_per_epoch)
+            )
+        callbacks = self._callback_list(model, checkpoints, steps_per_epoch)
+        steps = _CompiledSteps(model, self.strategy, self.batch_size)
+        train_iterator, val_dataset = self._datasets(data, first_epoch, done)
+        model.stop_training = self.stopped_early = False
+        logs = {}
+        callbacks.on_train_begin({"history": state.history} if resumed else None)
+        try:
+            for epoch in range(first_epoch, self.max_epochs):
+                callbacks.on_epoch_begin(epoch)
+                start, steps_run = time.perf_counter(), steps_per_epoch - done
+                logs = self._train_epoch(
+                    steps, train_iterator, state, callbacks, done, steps_per_epoch
+                )
+                logs.update(steps.evaluate(val_dataset))
+                seconds = time.perf_counter() - start
+                logs.update(
+                    learning_rate=float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)),
+                    epoch_seconds=seconds,
+                    examples_per_second=steps_run * self.batch_size / seconds,
+                )
+                state.end_epoch(logs)
+                callbacks.on_epoch_end(epoch, logs)
+                done = 0
+                if model.stop_training:
+                    self.stopped_early = True
+                    break
+            callbacks.on_train_end(logs)
+        except TrainingInterrupted as interrupted:
+            interrupted.checkpoint = checkpoints.save()  # resumable from exactly this step
+            raise
+        finally:
+            for callback in callbacks.callbacks:
+                if isinstance(callback, callbacks_lib.Callback):
+                    callback.close()
+        self.tracing_counts = steps.tracing_counts()
+        return state.history
+
+    def _train_epoch(self, steps, iterator, state, callbacks, done, steps_per_epoch):
+        """Trains from step `done` to the end of the epoch in compiled chunks; returns
+        the epoch's training `loss` and `accuracy`."""
+        offset = state.epoch_sums.numpy()  # sums of a cut epoch's first steps (resume)
+        steps.train_totals.reset()
+        logs = {**_means(offset), "step": int(state.step.numpy())}
+        while done < steps_per_epoch and not callbacks.model.stop_training:
+            chunk = self._chunk_size(callbacks, logs["step"], steps_per_epoch - done)
+            callbacks.on_train_batch_begin(done, logs)
+            steps.train_steps(iterator, tf.constant(chunk))
+            done += chunk
+            sums = offset + steps.train_totals.sums()
+            state.step.assign_add(chunk)
+            state.epoch_sums.assign(sums)
+            logs = {**_means(sums), "step": int(state.step.numpy())}
+            callbacks.on_train_batch_end(done - 1, logs)
+        return _means(offset + steps.train_totals.sums())
+
+    def _chunk_size(self, callbacks, step, remaining):
+        """Steps of the next compiled call: up to `steps_per_execution`, ending where a
+        callback must run (a checkpoint, a log line, a profile edge) or at the epoch's end."""
+        due = [
+            c.steps_until_due(step)
+            for c in callbacks.callbacks
+            if isinstance(c, callbacks_lib.Callback)
+        ]
+        return min(self.steps_per_execution, remaining, *(d for d in due if d))
+
+    def _make_optimizer(self, model):
+        with self.strategy.scope():
             optimizer = keras.optimizers.get(
                 {"class_name": self.optimizer_name, "config": {"learning_rate": self.learning_rate}}
             )
@@ -226,71 +301,58 @@ class Trainer:
                 optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
             # Without this, the first apply under a strategy fails (keras-team/keras#19246).
             optimizer.build(model.trainable_variables)
-            train_totals = _Totals()
-            val_totals = _Totals(data.num_classes if self.image_summaries else None)
-            stop_votes = _summed_on_read()  # > 0 once any worker got SIGINT/SIGTERM
-            # What a checkpoint holds besides model and optimizer: enough to continue
-            # exactly (the data order follows from seed, epoch and step).
-            step = tf.Variable(0, dtype=tf.int64, trainable=False)
-            epochs_done = tf.Variable(0, dtype=tf.int64, trainable=False)
-            history_table = tf.Variable(tf.zeros((self.max_epochs, len(HISTORY_KEYS)), tf.float64))
-            partial_sums = tf.Variable(tf.zeros(3, tf.float64))  # train totals of a cut epoch
-        checkpoint = tf.train.Checkpoint(
-            model=model,
-            optimizer=optimizer,
-            step=step,
-            epochs_done=epochs_done,
-            history=history_table,
-            partial_sums=partial_sums,
-        )
-        resumed = self._restore(checkpoint)
-        steps_per_epoch = len(data.train_images) // global_batch
-        first_epoch = int(epochs_done.numpy()) + 1
-        skip_steps = int(step.numpy()) - int(epochs_done.numpy()) * steps_per_epoch
-        history = {
-            key: [float(v) for v in history_table.numpy()[: int(epochs_done.numpy()), i]]
-            for i, key in enumerate(HISTORY_KEYS)
-        }
-        if resumed and self.verbose:
-            print(
-                f"resuming from {resumed}: epoch {first_epoch}, step {skip_steps} of "
-                f"{steps_per_epoch}",
-                flush=True,
-            )
+        return optimizer
 
-        train_fn, _ = data_lib.train_dataset_fn(
+    def _callback_list(self, model, checkpoints, steps_per_epoch):
+        """The trainer's own callbacks first (guard, signal vote, checkpoints: a
+        summary or a user's callback never runs ahead of the checkpoint), then the user's."""
+        own = [callbacks_lib.DivergenceGuard(checkpoints), callbacks_lib.SignalStop(), checkpoints]
+        if self.verbose:
+            own.append(callbacks_lib.ProgressLogger())
+        return keras.callbacks.CallbackList(
+            [*own, *self.callbacks], model=model, epochs=self.max_epochs, steps=steps_per_epoch
+        )
+
+    def _datasets(self, data, epoch, done):
+        """A training iterator from step `done` of `epoch` to the end, and the validation set."""
+        train_fn = data_lib.train_dataset_fn(
             data.train_images,
             data.train_labels,
-            global_batch,
+            self.batch_size,
             self.seed,
-            first_epoch - 1,
-            self.max_epochs - first_epoch + 1,
-            skip_steps,
+            start_epoch=epoch,
+            num_epochs=self.max_epochs - epoch,
+            skip_steps=done,
         )
-        val_fn = data_lib.eval_dataset_fn(data.val_images, data.val_labels, global_batch)
-        train_iterator = iter(strategy.distribute_datasets_from_function(train_fn))
-        val_dataset = strategy.distribute_datasets_from_function(val_fn)
+        val_fn = data_lib.eval_dataset_fn(data.val_images, data.val_labels, self.batch_size)
+        return (
+            iter(self.strategy.distribute_datasets_from_function(train_fn)),
+            self.strategy.distribute_datasets_from_function(val_fn),
+        )
+
+
+class _CompiledSteps:
+    """The compiled training chunk and evaluation pass, built in one place."""
+
+    def __init__(self, model, strategy, global_batch):
+        with strategy.scope():
+            self.train_totals, self.val_totals = _Totals(), _Totals()
+        optimizer = model.optimizer
 
         def train_step(images, labels):
             with tf.GradientTape() as tape:
-                logits = tf.cast(model(images, training=True), tf.float32)  # mixed precision
-                per_example = keras.losses.sparse_categorical_crossentropy(
-                    labels, logits, from_logits=True
-                )
+                per_example, logits = compute_loss(model, images, labels, training=True)
                 # Each replica's share of the global-batch mean; the optimizer sums the
                 # replicas' gradients, so the loss is scaled exactly once.
                 loss = tf.reduce_sum(per_example) / global_batch
                 scaled_loss = optimizer.scale_loss(loss)  # the loss itself unless loss scaling
             grads = tape.gradient(scaled_loss, model.trainable_variables)
             optimizer.apply(grads, model.trainable_variables)
-            train_totals.add(per_example, logits, labels, tf.ones_like(per_example))
+            self.train_totals.add(per_example, logits, labels, tf.ones_like(per_example))
 
         def eval_step(images, labels, weights):
-            logits = tf.cast(model(images, training=False), tf.float32)
-            per_example = keras.losses.sparse_categorical_crossentropy(
-                labels, logits, from_logits=True
-            )
-            val_totals.add(per_example, logits, labels, weights)
+            per_example, logits = compute_loss(model, images, labels, training=False)
+            self.val_totals.add(per_example, logits, labels, weights)
 
         @tf.function
         def train_steps(iterator, num_steps):
@@ -302,211 +364,26 @@ class Trainer:
             for batch in dataset:
                 strategy.run(eval_step, args=batch)
 
-        @tf.function
-        def weights_finite():
-            return tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in model.weights])
+        self.train_steps, self._evaluate = train_steps, evaluate
 
-        def save(sums):
-            partial_sums.assign(sums)
-            return manager.save(checkpoint_number=int(step.numpy())) if manager else None
+    def evaluate(self, dataset):
+        """`{"val_loss", "val_accuracy"}`, exact over the whole split."""
+        self.val_totals.reset()
+        self._evaluate(dataset)
+        return {f"val_{key}": value for key, value in _means(self.val_totals.sums()).items()}
 
-        def stop_requested():
-            """Whether any worker got SIGINT/SIGTERM: every worker learns it at the same step."""
-            stop_votes.assign(1.0 if self._signal_received else 0.0)
-            return float(stop_votes.read_value()) > 0
-
-        writers = summaries.SummaryWriters(self.model_dir if is_chief(strategy) else None)
-        profile_first, profile_last = self.profile_steps or (0, 0)
-
-        def steps_to_boundary(at):
-            """Steps from `at` to the next step where something must happen between calls."""
-            gaps = [
-                every - at % every
-                for every in (self.checkpoint_every_steps, self.log_every_steps)
-                if every
-            ]
-            gaps += [edge - at for edge in (profile_first - 1, profile_last) if edge > at]
-            return min(gaps, default=self.steps_per_execution)
-
-        def run_chunk(chunk, at):
-            """One `train_steps` call, traced for the Graphs tab the first time and
-            profiled inside `profile_steps`."""
-            if profile_first and writers.enabled and at == profile_first - 1:
-                tf.profiler.experimental.start(str(writers.logs))
-            tracing = writers.enabled and train_steps.experimental_get_tracing_count() == 0
-            if tracing:
-                tf.summary.trace_on(graph=True)
-            train_steps(train_iterator, tf.constant(chunk))
-            if tracing:
-                writers.trace_export("train_steps")
-            if profile_first and writers.enabled and at < profile_last <= at + chunk:
-                tf.profiler.experimental.stop()
-
-        def run_epoch(epoch, done, offset):
-            """Trains the rest of one epoch and validates; returns its `HISTORY_KEYS` values."""
-            start = time.perf_counter()
-            train_totals.reset()
-            sums = logged = offset  # the totals so far, should no step remain
-            with tqdm(
-                total=steps_per_epoch,
-                initial=done,
-                desc=f"epoch {epoch}/{self.max_epochs}",
-                unit="step",
-                disable=None if self.verbose else True,
-                leave=False,
-            ) as bar:
-                while done < steps_per_epoch:
-                    before = int(step.numpy())
-                    chunk = min(
-                        self.steps_per_execution, steps_per_epoch - done, steps_to_boundary(before)
-                    )
-                    run_chunk(chunk, before)
-                    done += chunk
-                    at = int(step.assign_add(chunk).numpy())
-                    sums = offset + train_totals.sums()
-                    if not (np.isfinite(sums[0]) and bool(weights_finite())):
-                        last_good = (manager and manager.latest_checkpoint) or "none"
-                        raise FloatingPointError(
-                            f"training loss became {sums[0]} in steps {at - chunk + 1}-{at} "
-                            f"(epoch {epoch}); stopped without saving; the last good checkpoint "
-                            f"is {last_good}; try a lower --learning_rate"
-                        )
-                    bar.set_postfix(loss=f"{_mean_and_accuracy(sums)[0]:.4f}", refresh=False)
-                    bar.update(chunk)
-                    if self.log_every_steps and at % self.log_every_steps == 0:
-                        writers.write_step_loss(at, _mean_and_accuracy(sums - logged)[0])
-                        logged = sums
-                    if stop_requested():
-                        raise TrainingInterrupted(
-                            self._signal_received or signal.SIGTERM, at, save(sums)
-                        )
-                    every = self.checkpoint_every_steps
-                    if every and at % every == 0 and done < steps_per_epoch:
-                        save(sums)
-            val_totals.reset()
-            evaluate(val_dataset)
-            seconds = time.perf_counter() - start
-            steps_run = steps_per_epoch - (skip_steps if epoch == first_epoch else 0)
-            return (
-                *_mean_and_accuracy(sums),
-                *_mean_and_accuracy(val_totals.sums()),
-                float(optimizer.learning_rate.numpy()),
-                seconds,
-                steps_run * global_batch / seconds,
-            )
-
-        def write_epoch_extras(epoch):
-            """Histograms and images, when asked for (chief only)."""
-            if not writers.enabled:
-                return
-            if self.histogram_freq and epoch % self.histogram_freq == 0:
-                images = data_lib.scale(data.train_images[:global_batch])
-                with tf.GradientTape() as tape:
-                    logits = tf.cast(model(images, training=False), tf.float32)
-                    loss = tf.reduce_mean(
-                        keras.losses.sparse_categorical_crossentropy(
-                            data.train_labels[:global_batch], logits, from_logits=True
-                        )
-                    )
-                variables = model.trainable_variables
-                writers.write_histograms(epoch, variables, tape.gradient(loss, variables))
-            if self.image_summaries:
-                shown = data.val_images[:16]
-                predicted = np.argmax(model(data_lib.scale(shown), training=False), axis=-1)
-                writers.write_images(
-                    epoch,
-                    summaries.image_grid(shown, predicted, data.val_labels[:16], data.label_names),
-                    summaries.confusion_image(
-                        val_totals.confusion.read_value().numpy(), data.label_names
-                    ),
-                )
-
-        writers.start_run(self.run_config, history)
-        with (
-            _checkpoint_manager(
-                checkpoint, strategy, self.model_dir, self.keep_checkpoints
-            ) as manager,
-            self._stop_on_signals(),
-        ):
-            offset = partial_sums.numpy() if skip_steps else np.zeros(3)
-            for epoch in range(first_epoch, self.max_epochs + 1):
-                values = run_epoch(epoch, skip_steps if epoch == first_epoch else 0, offset)
-                offset = np.zeros(3)
-                for key, value in zip(HISTORY_KEYS, values, strict=True):
-                    history[key].append(value)
-                history_table[epoch - 1].assign(values)
-                epochs_done.assign(epoch)
-                save(np.zeros(3))  # checkpoint first: a summary is never ahead of it
-                writers.write_epoch(epoch, history)
-                write_epoch_extras(epoch)
-                if self.on_epoch_end:
-                    self.on_epoch_end(epoch, history)
-                if self.verbose:
-                    loss, accuracy, val_loss, val_accuracy, _, seconds, speed = values
-                    print(
-                        f"epoch {epoch}/{self.max_epochs}: loss {loss:.4f} accuracy {accuracy:.4f} "
-                        f"val_loss {val_loss:.4f} val_accuracy {val_accuracy:.4f} "
-                        f"({seconds:.2f}s, {speed:,.0f} examples/s)",
-                        flush=True,
-                    )
-        writers.close()
-        # How often each tf.function was traced: 1 each, or something retraces per call.
-        self.tracing_counts = {
-            "train_steps": train_steps.experimental_get_tracing_count(),
-            "evaluate": evaluate.experimental_get_tracing_count(),
+    def tracing_counts(self):
+        """How often each tf.function was traced: 1 each, or something retraces per call."""
+        return {
+            "train_steps": self.train_steps.experimental_get_tracing_count(),
+            "evaluate": self._evaluate.experimental_get_tracing_count(),
         }
-        if self.model_dir and is_chief(strategy):
-            reporting.save_run(self.model_dir, model, history, data, self.run_config)
-        if self.verbose:
-            # Equal on every worker of a cluster: a quick check that they agree.
-            print(f"weights fingerprint {weights_fingerprint(model)}", flush=True)
-        return history
 
-    def _restore(self, checkpoint):
-        """Restores the latest checkpoint in `<model_dir>/checkpoints`; returns its path or None.
 
-        Every worker of a cluster reads the chief's checkpoints there. A state
-        file that names no usable checkpoint is an error, not a fresh start.
-        """
-        if not self.model_dir:
-            return None
-        directory = Path(self.model_dir) / "checkpoints"
-        latest = tf.train.latest_checkpoint(str(directory))
-        if latest is None:
-            if (directory / "checkpoint").exists():
-                raise UserError(
-                    f"{directory / 'checkpoint'} names no usable checkpoint (damaged or deleted); "
-                    "use --overwrite to start over"
-                )
-            return None
-        try:
-            checkpoint.restore(latest).assert_existing_objects_matched()
-        except Exception as e:  # damaged files fail in many ways (OpError, IndexError, ...)
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise UserError(
-                f"cannot restore {latest} ({reason}); use --overwrite to start over"
-            ) from None
-        return latest
-
-    @contextlib.contextmanager
-    def _stop_on_signals(self):
-        """SIGINT/SIGTERM ask for a stop at the next step boundary instead of killing."""
-        self._signal_received = None
-        if threading.current_thread() is not threading.main_thread():
-            yield  # only the main thread may handle signals
-            return
-
-        def request_stop(signal_number, frame):
-            self._signal_received = signal_number
-
-        previous = {
-            sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)
-        }
-        try:
-            yield
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+def _position(epochs_done, done, max_epochs, steps_per_epoch):
+    if epochs_done >= max_epochs:
+        return f"all {max_epochs} epochs were done; writing the outputs"
+    return f"epoch {epochs_done + 1}, step {done} of {steps_per_epoch}"
 
 
 def weights_fingerprint(model):
@@ -515,25 +392,3 @@ def weights_fingerprint(model):
     for weight in model.get_weights():
         digest.update(np.ascontiguousarray(weight).tobytes())
     return digest.hexdigest()[:16]
-
-
-@contextlib.contextmanager
-def _checkpoint_manager(checkpoint, strategy, model_dir, keep):
-    """Checkpoints in `<model_dir>/checkpoints` (the last `keep` kept), or `None`.
-
-    In a cluster every worker must save (TensorFlow's documented pattern); only
-    the chief's copy is kept, the others go to a temporary folder removed at the end.
-    """
-    if not model_dir:
-        yield None
-        return
-    if is_chief(strategy):
-        yield tf.train.CheckpointManager(
-            checkpoint, Path(model_dir) / "checkpoints", max_to_keep=keep
-        )
-        return
-    scratch = tempfile.mkdtemp(prefix="keras_mlp_worker_checkpoints_")
-    try:
-        yield tf.train.CheckpointManager(checkpoint, scratch, max_to_keep=1)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)

@@ -1,9 +1,7 @@
-"""Print the top labels of images with a trained run's exported model:
+"""Top labels of images from a trained run: `python scripts/predict.py --model_dir=DIR IMAGE...`."""
 
-python scripts/predict.py --model_dir=runs/concise IMAGE.png [t10k-images-idx3-ubyte.gz ...]
-"""
+import sys
 
 from keras_mlp.predict import main
 
-if __name__ == "__main__":
-    main()
+sys.exit(main())

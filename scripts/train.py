@@ -1,9 +1,7 @@
-"""Train an MLP: `python scripts/train.py --flagfile=configs/scratch.flags`.
+"""Train an MLP: `python scripts/train.py --flagfile=configs/scratch.flags` (see keras_mlp.train)."""
 
-Flags after --flagfile override it; `--help` lists them all.
-"""
+import sys
 
-from keras_mlp.main import main
+from keras_mlp.train import main
 
-if __name__ == "__main__":
-    main()
+sys.exit(main())

@@ -1,0 +1,221 @@
+"""The trainer's own concerns as Keras callbacks, each small and testable alone.
+
+`Checkpointer` saves and restores, `DivergenceGuard` stops on non-finite
+values, `SignalStop` turns SIGINT/SIGTERM into a clean stop that every worker
+agrees on, and `ProgressLogger` shows a progress bar and one line per epoch.
+(The TensorBoard callback is `summaries.TensorBoardLogger`.)
+
+Besides Keras' hooks, the package's callbacks may say when they must run
+(`steps_until_due`, so that a compiled chunk of steps ends there) and release
+what they hold (`close`, called by the trainer on every exit path).
+"""
+
+import shutil
+import signal
+import tempfile
+import threading
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tqdm.auto import tqdm
+
+from keras_mlp.errors import TrainingDiverged, TrainingInterrupted, UserError
+
+
+class Callback(keras.callbacks.Callback):
+    """A Keras callback with the two extra hooks the trainer honours."""
+
+    def steps_until_due(self, step):
+        """Steps from global step `step` until this callback must see a chunk end; `None`: any."""
+        return None
+
+    def close(self):
+        """Releases files, handlers or threads; called on every exit from `fit`."""
+
+
+def steps_to_multiple(interval, step):
+    """Steps from `step` to the next multiple of `interval`; `None` when `interval` is 0."""
+    return interval - step % interval if interval else None
+
+
+class Checkpointer(Callback):
+    """Checkpoints in `<model_dir>/checkpoints` at every epoch end and every
+    `every_steps` steps (the last `keep` kept); with no `model_dir`, none.
+
+    In a cluster every worker must save (TensorFlow's documented pattern); only
+    the chief's copy is kept, the others go to a temporary folder removed at the end.
+    """
+
+    def __init__(self, checkpoint, strategy, model_dir, keep=3, every_steps=0):
+        super().__init__()
+        self.checkpoint, self.every_steps = checkpoint, every_steps
+        self.directory = Path(model_dir) / "checkpoints" if model_dir else None
+        self._scratch = None
+        self.manager = None
+        if self.directory and strategy.extended.should_checkpoint:
+            self.manager = tf.train.CheckpointManager(checkpoint, self.directory, max_to_keep=keep)
+        elif self.directory:
+            self._scratch = tempfile.mkdtemp(prefix="keras_mlp_worker_checkpoints_")
+            self.manager = tf.train.CheckpointManager(checkpoint, self._scratch, max_to_keep=1)
+
+    @property
+    def latest(self):
+        """The newest saved checkpoint of this run (the chief's), or `None`."""
+        return tf.train.latest_checkpoint(str(self.directory)) if self.directory else None
+
+    def restore(self):
+        """Restores the latest checkpoint in `<model_dir>/checkpoints`; returns its path or None.
+
+        Every worker of a cluster reads the chief's checkpoints there. A state
+        file that names no usable checkpoint is an error, not a fresh start.
+        """
+        latest = self.latest
+        if latest is None:
+            if self.directory and (self.directory / "checkpoint").exists():
+                raise UserError(
+                    f"{self.directory / 'checkpoint'} names no usable checkpoint (damaged or "
+                    "deleted); set overwrite=True to start over"
+                )
+            return None
+        try:
+            self.checkpoint.restore(latest).assert_existing_objects_matched()
+        except Exception as e:  # damaged files fail in many ways (OpError, IndexError, ...)
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UserError(
+                f"cannot restore {latest} ({reason}); set overwrite=True to start over"
+            ) from None
+        return latest
+
+    def save(self):
+        """Saves now, numbered by the global step; returns the path (or `None` without a model_dir)."""
+        if not self.manager:
+            return None
+        path = self.manager.save(checkpoint_number=int(self.checkpoint.step.numpy()))
+        return path if self._scratch is None else self.latest
+
+    def steps_until_due(self, step):
+        return steps_to_multiple(self.every_steps, step)
+
+    def on_train_batch_end(self, batch, logs=None):
+        mid_epoch = batch + 1 < self.params["steps"]  # the epoch end saves anyway
+        if self.every_steps and logs["step"] % self.every_steps == 0 and mid_epoch:
+            self.save()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.save()
+
+    def close(self):
+        if self._scratch:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+
+
+class DivergenceGuard(Callback):
+    """Stops training with `TrainingDiverged` when the running loss or any weight is
+    not finite, before anything is saved; the error names the last good checkpoint."""
+
+    def __init__(self, checkpointer):
+        super().__init__()
+        self.checkpointer = checkpointer
+        self._epoch = self._first_step = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._first_step = logs["step"] + 1
+
+    def on_train_batch_end(self, batch, logs=None):
+        if np.isfinite(logs["loss"]) and self._weights_finite():
+            return
+        raise TrainingDiverged(
+            f"training loss became {logs['loss']} in steps {self._first_step}-{logs['step']} "
+            f"(epoch {self._epoch + 1}); stopped without saving; the last good checkpoint is "
+            f"{self.checkpointer.latest or 'none'}; try a lower learning_rate"
+        )
+
+    def _weights_finite(self):
+        return all(bool(np.all(np.isfinite(w))) for w in self.model.get_weights())
+
+
+class SignalStop(Callback):
+    """SIGINT/SIGTERM ask for a stop at the next chunk boundary instead of killing.
+
+    Every worker of a cluster votes at each boundary (a sum over workers), so all
+    stop at the same step even when only one got the signal; the trainer then
+    saves a checkpoint and `TrainingInterrupted` propagates. Handlers are
+    installed for the duration of training, in the main thread only.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.received = None
+        self._previous = {}
+        self._votes = None
+
+    def on_train_begin(self, logs=None):
+        with self.model.distribute_strategy.scope():
+            self._votes = tf.Variable(
+                0.0,
+                trainable=False,
+                synchronization=tf.VariableSynchronization.ON_READ,
+                aggregation=tf.VariableAggregation.SUM,
+            )
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._request_stop)
+
+    def _request_stop(self, signal_number, frame):
+        self.received = signal_number
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._votes.assign(1.0 if self.received else 0.0)
+        if float(self._votes.read_value()) > 0:  # a collective: every worker reads it here
+            raise TrainingInterrupted(self.received or signal.SIGTERM, logs["step"])
+
+    def close(self):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
+
+
+class ProgressLogger(Callback):
+    """A progress bar over each epoch's steps and one printed line per epoch."""
+
+    def __init__(self):
+        super().__init__()
+        self._bar = None
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self._bar is None:
+            self._bar = tqdm(
+                total=self.params["steps"],
+                initial=batch,
+                desc=f"epoch {self._epoch + 1}/{self.params['epochs']}",
+                unit="step",
+                disable=None,  # off when stderr is not a terminal
+                leave=False,
+            )
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._bar.set_postfix(loss=f"{logs['loss']:.4f}", refresh=False)
+        self._bar.update(batch + 1 - self._bar.n)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.close()
+        print(
+            f"epoch {epoch + 1}/{self.params['epochs']}: loss {logs['loss']:.4f} "
+            f"accuracy {logs['accuracy']:.4f} val_loss {logs['val_loss']:.4f} "
+            f"val_accuracy {logs['val_accuracy']:.4f} ({logs['epoch_seconds']:.2f}s, "
+            f"{logs['examples_per_second']:,.0f} examples/s)",
+            flush=True,
+        )
+
+    def close(self):
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None

@@ -1,0 +1,123 @@
+"""The command line: absl flags derived from `RunConfig`, and one wrapper that
+turns every tool's exceptions into the exit codes the README promises.
+
+absl stops here: the library never reads flags. Each tool's `main(argv=None)`
+parses into its own `FlagValues` and returns its exit status, so tests can call
+it in-process.
+"""
+
+import dataclasses
+import re
+import sys
+
+from absl import flags
+
+from keras_mlp.config import RunConfig
+from keras_mlp.errors import TrainingDiverged, TrainingInterrupted, UserError
+
+EXIT_BAD_INPUT = 2
+EXIT_DIVERGED = 1
+
+
+def define_run_flags(flag_values):
+    """One flag per `RunConfig` field, with its default and help text."""
+    for field in dataclasses.fields(RunConfig):
+        name, default, meta = field.name, field.default, field.metadata
+        kwargs = {"flag_values": flag_values}
+        if meta["choices"]:
+            flags.DEFINE_enum(name, default, meta["choices"], meta["help"], **kwargs)
+        elif isinstance(default, tuple):
+            flags.DEFINE_list(name, [str(v) for v in default], meta["help"], **kwargs)
+        elif isinstance(default, bool):
+            flags.DEFINE_boolean(name, default, meta["help"], **kwargs)
+        elif isinstance(default, float):
+            flags.DEFINE_float(name, default, meta["help"], **kwargs)
+        elif isinstance(default, int) or meta["type"] is int:
+            flags.DEFINE_integer(name, default, meta["help"], **kwargs)
+        else:
+            flags.DEFINE_string(name, default, meta["help"], **kwargs)
+
+
+def int_list(name, values):
+    """Comma-separated integers from a list flag, or a one-line error."""
+    try:
+        return tuple(int(v) for v in values)
+    except ValueError:
+        raise UserError(
+            f"{name} expects comma-separated integers. Received: {name}={','.join(values)!r}"
+        ) from None
+
+
+def config_from_flags(flag_values, **overrides):
+    """The `RunConfig` that parsed flags describe (each field has a flag of its name)."""
+    values = {}
+    for field in dataclasses.fields(RunConfig):
+        value = flag_values[field.name].value
+        if isinstance(field.default, tuple):
+            value = int_list(field.name, value) if field.metadata["type"] is int else tuple(value)
+        values[field.name] = value
+    return RunConfig(**{**values, **overrides})
+
+
+def as_flags(message):
+    """Library messages name arguments (`batch_size=33`); users typed flags (`--batch_size=33`)."""
+    names = "|".join(field.name for field in dataclasses.fields(RunConfig))
+    return re.sub(rf"(?<![\w-])({names})(?==)", r"--\1", message)
+
+
+def _error(message, status):
+    print(f"error: {as_flags(message)}", file=sys.stderr, flush=True)
+    return status
+
+
+def run_tool(body, define_flags, doc, argv=None):
+    """Parses `argv` with the flags `define_flags(flag_values)` declares, runs
+    `body(flag_values, positional_args)` and returns the exit status.
+
+    Exit statuses: 0 done, 1 diverged (or the body's own 1), 2 bad input
+    (flags, files, settings), 128 + N stopped by signal N (130 Ctrl-C, 143 SIGTERM).
+    """
+    argv = list(sys.argv if argv is None else [sys.argv[0], *argv])
+    flag_values = flags.FlagValues()
+    define_flags(flag_values)
+    flags.DEFINE_boolean("help", False, "Show this help and exit.", flag_values=flag_values)
+    try:
+        rest = flag_values(argv)
+    except flags.Error as e:  # absl prefixes some messages with its own "ERROR::"
+        return _error(str(e).removeprefix("ERROR:: "), EXIT_BAD_INPUT)
+    if flag_values.help:
+        print(f"{doc.strip()}\n\nflags:\n{flag_values.get_help()}")
+        return 0
+    try:
+        return body(flag_values, rest[1:]) or 0
+    except UserError as e:
+        return _error(str(e), EXIT_BAD_INPUT)
+    except TrainingDiverged as e:
+        return _error(str(e), EXIT_DIVERGED)
+    except TrainingInterrupted as e:
+        return _error(str(e), 128 + e.signal_number)
+    except KeyboardInterrupt:  # outside the training loop, which stops cleanly by itself
+        return _error("interrupted; every file written is complete; rerun to continue", 130)
+
+
+def quiet_tensorflow():
+    """Keeps a tool's output to its own lines: TensorFlow's Python-side INFO chatter
+    (per-step tf.distribute notes, every checkpoint write) and a tf.data warning
+    about TensorFlow's internals are hidden. Called by the tools, never on import."""
+    import os
+    import warnings
+
+    from absl import logging
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # C++ INFO lines, unless the user set it
+
+    logging.set_verbosity(logging.WARNING)
+    warnings.filterwarnings("ignore", message="To make it possible to preserve tf.data options")
+    import tensorflow as tf
+
+    tf.get_logger().setLevel("WARNING")
+
+
+def no_positional(args):
+    if args:
+        raise UserError(f"unexpected arguments {' '.join(args)!r}; all settings are --flags")

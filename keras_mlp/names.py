@@ -1,0 +1,43 @@
+"""The names the package accepts, in a module with no heavy imports.
+
+Configs, flags and help text read them without importing TensorFlow; the
+modules that act on a name (layers, models, data, distribute, training) use
+the same tuples, so a name is defined once.
+"""
+
+MODELS = ("scratch", "concise")
+
+# Hidden-layer activations; "relu" is the hand-written one in the scratch model.
+ACTIVATIONS = (
+    "relu",
+    "sigmoid",
+    "tanh",
+    "gelu",
+    "leaky_relu",
+    "elu",
+    "selu",
+    "silu",
+    "softplus",
+    "linear",
+)
+
+# Kernel initialisers: "default" is the chapter's choice for each model, N(0, sigma^2)
+# for the scratch model and Keras' Glorot uniform for the concise one.
+INITIALIZERS = (
+    "default",
+    "normal",
+    "glorot_uniform",
+    "glorot_normal",
+    "he_normal",
+    "he_uniform",
+    "lecun_normal",
+)
+
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta", "adamax", "nadam", "lion")
+
+DATASETS = ("fashion_mnist", "synthetic")
+
+STRATEGIES = ("default", "one_device", "mirrored", "multi_worker_mirrored")
+
+# Keras dtype policies: float32, or mixed precision (float32 weights, 16-bit math) for GPUs.
+DTYPES = ("float32", "mixed_float16", "mixed_bfloat16")

@@ -1,0 +1,176 @@
+"""`train(config)`: one run from a `RunConfig` to its artifacts in `model_dir`.
+
+The library's entry point (no flags): decides new / resume / complete / refuse
+before loading data or building a model, then builds strategy, data and model,
+trains with the run's callbacks and writes the outputs.
+"""
+
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from keras_mlp import reporting, run_dir
+from keras_mlp.data import load_dataset
+from keras_mlp.distribute import get_strategy, is_chief
+from keras_mlp.models import build_model
+from keras_mlp.summaries import TensorBoardLogger
+from keras_mlp.training import Trainer, weights_fingerprint
+
+
+@dataclasses.dataclass
+class RunResult:
+    """What `train` returns.
+
+    Attributes:
+        model_dir: Where the outputs are.
+        history: Per-epoch lists of the run's metrics (`training.HISTORY_KEYS`).
+        model: The trained model; `None` when the run was already complete.
+        stopped_early: Whether a callback (early stopping, ...) ended it before its epochs.
+    """
+
+    model_dir: str
+    history: dict
+    model: keras.Model | None = None
+    stopped_early: bool = False
+
+
+def default_model_dir(config):
+    return config.model_dir or f"runs/{config.model}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def configure_process(config):
+    """Everything a run changes process-wide, in one place, before TensorFlow starts:
+
+    - with `deterministic`: TensorFlow op determinism and pinned thread counts
+      (thread counts change the order of float sums; DESIGN.md fact 16);
+    - the Python, NumPy, TensorFlow and Keras seeds (`keras.utils.set_random_seed`);
+    - the Keras dtype policy (`float32` or mixed precision).
+    """
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+        try:
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+            tf.config.threading.set_intra_op_parallelism_threads(os.cpu_count() or 1)
+        except RuntimeError:
+            pass  # TensorFlow already started in this process: its thread pools stay as they are
+    keras.utils.set_random_seed(config.seed)
+    keras.mixed_precision.set_global_policy(config.dtype)
+
+
+def _completed(model_dir, verbose):
+    metrics = json.loads((Path(model_dir) / "metrics.json").read_text())
+    if verbose:
+        how = (
+            f"stopped early after epoch {metrics['final']['epochs']}"
+            if metrics["final"].get("stopped_early")
+            else "finished"
+        )
+        print(
+            f"the run in {model_dir} is already complete ({how}); pass --overwrite to train it again"
+        )
+    return RunResult(
+        model_dir, metrics["history"], stopped_early=bool(metrics["final"].get("stopped_early"))
+    )
+
+
+def run_callbacks(config, data, model_dir, chief):
+    """The callbacks a config asks for: TensorBoard always (written by the chief), early stopping."""
+    callbacks = [
+        TensorBoardLogger(
+            Path(model_dir) / "logs" if chief else None,
+            data,
+            config.to_dict(),
+            log_every_steps=config.log_every_steps,
+            histogram_freq=config.histogram_freq,
+            profile_steps=config.profile_steps,
+            image_summaries=config.image_summaries,
+            batch_size=config.batch_size,
+        )
+    ]
+    if config.early_stopping_patience:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=config.early_stopping_patience
+            )
+        )
+    return callbacks
+
+
+def train(config, *, callbacks=(), verbose=True):
+    """Runs the training described by `config`; returns a `RunResult`.
+
+    `callbacks` (Keras callbacks) run after the run's own. Everything that can
+    be checked is checked before the model_dir is touched, so a bad request
+    leaves no trace there.
+    """
+    model_dir = default_model_dir(config)
+    status = run_dir.NEW if config.overwrite else run_dir.inspect(model_dir, config)
+    if status == run_dir.COMPLETE:
+        return _completed(model_dir, verbose)
+    configure_process(config)
+    # mirrored-on-CPUs splits the CPU: before TensorFlow runs any op.
+    strategy = get_strategy(
+        config.strategy,
+        cpu_devices=config.cpu_devices,
+        num_gpus=config.num_gpus,
+        worker_hosts=config.worker_hosts,
+        task_index=config.task_index,
+    )
+    data = load_dataset(
+        config.dataset,
+        data_dir=config.data_dir,
+        validation_split=config.validation_split,
+        seed=config.seed,
+        download=config.download,
+    )
+    with strategy.scope():
+        model = build_model(
+            config.model,
+            data.input_shape,
+            data.num_classes,
+            hidden_units=config.hidden_units,
+            activation=config.activation,
+            sigma=config.sigma,
+            initializer=config.initializer,
+        )
+    chief = is_chief(strategy)  # other workers of a cluster write nothing in model_dir
+    trainer = Trainer(
+        max_epochs=config.epochs,
+        batch_size=config.batch_size,
+        optimizer=config.optimizer,
+        learning_rate=config.learning_rate,
+        strategy=strategy,
+        model_dir=model_dir,
+        seed=config.seed,
+        steps_per_execution=config.steps_per_execution,
+        checkpoint_every_steps=config.checkpoint_every_steps,
+        keep_checkpoints=config.keep_checkpoints,
+        callbacks=[*run_callbacks(config, data, model_dir, chief), *callbacks],
+        verbose=verbose,
+    )
+    trainer.check(model, data)
+    if chief:
+        run_dir.prepare(model_dir, config)
+    if verbose:
+        print(
+            f"{config.model} MLP {'x'.join(map(str, data.input_shape))} -> "
+            f"{' -> '.join(map(str, config.hidden_units))} -> {data.num_classes} on {data.name} "
+            f"({len(data.train_images)} train, {len(data.val_images)} {data.validation} examples), "
+            f"{model.count_params():,} parameters, {strategy.num_replicas_in_sync} replica(s); "
+            f"outputs in {model_dir}",
+            flush=True,
+        )
+    history = trainer.fit(model, data)
+    if chief:
+        reporting.save_run(model_dir, model, history, data, config.to_dict(), trainer.stopped_early)
+    if verbose:
+        if trainer.stopped_early:
+            print(f"stopped early after epoch {len(history['loss'])} of {config.epochs}")
+        # Equal on every worker of a cluster: a quick check that they agree.
+        print(f"weights fingerprint {weights_fingerprint(model)}", flush=True)
+    return RunResult(model_dir, history, model, trainer.stopped_early)
