@@ -100,7 +100,7 @@ class Checkpointer(Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         mid_epoch = batch + 1 < self.params["steps"]  # the epoch end saves anyway
-        if self.every_steps and logs["step"] % self.every_steps == 0 and mid_epoch:
+        if self.every_steps and int(logs["step"]) % self.every_steps == 0 and mid_epoch:
             self.save()
 
     def on_epoch_end(self, epoch, logs=None):
@@ -124,13 +124,13 @@ class DivergenceGuard(Callback):
         self._epoch = epoch
 
     def on_train_batch_begin(self, batch, logs=None):
-        self._first_step = logs["step"] + 1
+        self._first_step = int(logs["step"]) + 1
 
     def on_train_batch_end(self, batch, logs=None):
         if np.isfinite(logs["loss"]) and self._weights_finite():
             return
         raise TrainingDiverged(
-            f"training loss became {logs['loss']} in steps {self._first_step}-{logs['step']} "
+            f"training loss became {logs['loss']} in steps {self._first_step}-{int(logs['step'])} "
             f"(epoch {self._epoch + 1}); stopped without saving; the last good checkpoint is "
             f"{self.checkpointer.latest or 'none'}; try a lower learning_rate"
         )
@@ -172,7 +172,7 @@ class SignalStop(Callback):
     def on_train_batch_end(self, batch, logs=None):
         self._votes.assign(1.0 if self.received else 0.0)
         if float(self._votes.read_value()) > 0:  # a collective: every worker reads it here
-            raise TrainingInterrupted(self.received or signal.SIGTERM, logs["step"])
+            raise TrainingInterrupted(self.received or signal.SIGTERM, int(logs["step"]))
 
     def close(self):
         for sig, handler in self._previous.items():

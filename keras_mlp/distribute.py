@@ -97,11 +97,11 @@ def cluster_resolver(worker_hosts=None, task_index=None, num_gpus=None):
         raise UserError(
             "strategy='multi_worker_mirrored' needs TF_CONFIG or worker_hosts=host:port,..."
         )
-    if task_index is None or not 0 <= task_index < len(worker_hosts):
-        raise UserError(
-            f"task_index={task_index} is outside worker_hosts "
-            f"({len(worker_hosts)} hosts: 0..{len(worker_hosts) - 1})"
-        )
+    hosts = f"worker_hosts={','.join(worker_hosts)} ({len(worker_hosts)} hosts: 0..{len(worker_hosts) - 1})"
+    if task_index is None:
+        raise UserError(f"{hosts} needs task_index=N, this worker's position in the list")
+    if not 0 <= task_index < len(worker_hosts):
+        raise UserError(f"task_index={task_index} is outside {hosts}")
     _check_port_free(worker_hosts[task_index])
     return tf.distribute.cluster_resolver.SimpleClusterResolver(
         tf.train.ClusterSpec({"worker": list(worker_hosts)}),

@@ -91,7 +91,7 @@ def launch(num_workers, train_command, timeout):
     (1 when it was killed by a signal, 124 on timeout), after stopping the rest.
     """
     if num_workers < 1:
-        raise UserError(f"workers={num_workers} must be a positive integer")
+        raise UserError(f"num_workers={num_workers} must be a positive integer")
     if not timeout > 0:
         raise UserError(f"timeout={timeout} must be a positive number of seconds")
     hosts = [f"127.0.0.1:{port}" for port in free_ports(num_workers)]
@@ -176,6 +176,11 @@ def define_flags(flag_values):
 
 
 def _launch(flag_values, train_args):
+    # Checked here too, so that the command line's errors name its flags.
+    if flag_values.workers < 1:
+        raise UserError(f"--workers={flag_values.workers} must be a positive integer")
+    if not flag_values.timeout > 0:
+        raise UserError(f"--timeout={flag_values.timeout:g} must be a positive number of seconds")
     return launch(flag_values.workers, train_command(train_args), flag_values.timeout)
 
 

@@ -15,8 +15,8 @@ from keras_mlp.names import ACTIVATIONS
 def relu(x):
     """Rectified linear unit written by hand: `max(x, 0)` elementwise.
 
-    At exactly 0 the gradient is 0 (the tie goes to the constant), as in
-    `tf.nn.relu`: a unit whose input is 0 receives no gradient.
+    Written as "x where x > 0, else 0" so that the gradient at exactly 0 is 0,
+    as in `tf.nn.relu` (`ops.maximum` would pass the gradient to `x` on the tie).
 
     Args:
         x: A tensor.
@@ -24,7 +24,7 @@ def relu(x):
     Returns:
         A tensor of the same shape and dtype as `x`.
     """
-    return ops.maximum(x, ops.zeros_like(x))
+    return ops.where(x > 0, x, ops.zeros_like(x))
 
 
 @keras.saving.register_keras_serializable(package="keras_mlp")

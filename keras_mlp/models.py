@@ -122,6 +122,15 @@ class MLPScratch(keras.Model):
             return layer.kernel if match[1] == "W" else layer.bias
         raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
 
+    def _trackable_children(self, save_type="checkpoint", **kwargs):
+        # tf.train.Checkpoint does not follow Keras' layer lists; name the weights W1, b1,
+        # ... directly, so a checkpoint of this model holds them by the chapter's names.
+        children = super()._trackable_children(save_type, **kwargs)
+        if self.built:
+            for i, layer in enumerate(self.dense_layers, start=1):
+                children.update({f"W{i}": layer.kernel, f"b{i}": layer.bias})
+        return children
+
     def call(self, X):
         H = ops.reshape(X, (-1, self.num_inputs))  # (batch, num_inputs)
         for dense, activation in zip(self.dense_layers, self.activation_layers, strict=False):

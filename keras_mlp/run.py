@@ -71,7 +71,8 @@ def _completed(model_dir, verbose):
             else "finished"
         )
         print(
-            f"the run in {model_dir} is already complete ({how}); pass --overwrite to train it again"
+            f"the run in {model_dir} is already complete ({how}); overwrite=True "
+            "(--overwrite) trains it again"
         )
     return RunResult(
         model_dir, metrics["history"], stopped_early=bool(metrics["final"].get("stopped_early"))
@@ -101,18 +102,8 @@ def run_callbacks(config, data, model_dir, chief):
     return callbacks
 
 
-def train(config, *, callbacks=(), verbose=True):
-    """Runs the training described by `config`; returns a `RunResult`.
-
-    `callbacks` (Keras callbacks) run after the run's own. Everything that can
-    be checked is checked before the model_dir is touched, so a bad request
-    leaves no trace there.
-    """
-    model_dir = default_model_dir(config)
-    status = run_dir.NEW if config.overwrite else run_dir.inspect(model_dir, config)
-    if status == run_dir.COMPLETE:
-        return _completed(model_dir, verbose)
-    configure_process(config)
+def build(config):
+    """The strategy, data and model that `config` describes (TensorFlow starts here)."""
     # mirrored-on-CPUs splits the CPU: before TensorFlow runs any op.
     strategy = get_strategy(
         config.strategy,
@@ -138,8 +129,12 @@ def train(config, *, callbacks=(), verbose=True):
             sigma=config.sigma,
             initializer=config.initializer,
         )
-    chief = is_chief(strategy)  # other workers of a cluster write nothing in model_dir
-    trainer = Trainer(
+    return strategy, data, model
+
+
+def make_trainer(config, strategy, model_dir, callbacks=(), verbose=True):
+    """The `Trainer` with `config`'s optimisation and checkpoint settings."""
+    return Trainer(
         max_epochs=config.epochs,
         batch_size=config.batch_size,
         optimizer=config.optimizer,
@@ -150,21 +145,42 @@ def train(config, *, callbacks=(), verbose=True):
         steps_per_execution=config.steps_per_execution,
         checkpoint_every_steps=config.checkpoint_every_steps,
         keep_checkpoints=config.keep_checkpoints,
-        callbacks=[*run_callbacks(config, data, model_dir, chief), *callbacks],
+        callbacks=callbacks,
         verbose=verbose,
     )
+
+
+def _describe(config, data, model, strategy, model_dir):
+    return (
+        f"{config.model} MLP {'x'.join(map(str, data.input_shape))} -> "
+        f"{' -> '.join(map(str, config.hidden_units))} -> {data.num_classes} on {data.name} "
+        f"({len(data.train_images)} train, {len(data.val_images)} {data.validation} examples), "
+        f"{model.count_params():,} parameters, {strategy.num_replicas_in_sync} replica(s); "
+        f"outputs in {model_dir}"
+    )
+
+
+def train(config, *, callbacks=(), verbose=True):
+    """Runs the training described by `config`; returns a `RunResult`.
+
+    `callbacks` (Keras callbacks) run after the run's own. Everything that can
+    be checked is checked before the model_dir is touched, so a bad request
+    leaves no trace there.
+    """
+    model_dir = default_model_dir(config)
+    status = run_dir.NEW if config.overwrite else run_dir.inspect(model_dir, config)
+    if status == run_dir.COMPLETE:
+        return _completed(model_dir, verbose)
+    configure_process(config)
+    strategy, data, model = build(config)
+    chief = is_chief(strategy)  # other workers of a cluster write nothing in model_dir
+    every_callback = [*run_callbacks(config, data, model_dir, chief), *callbacks]
+    trainer = make_trainer(config, strategy, model_dir, every_callback, verbose)
     trainer.check(model, data)
     if chief:
         run_dir.prepare(model_dir, config)
     if verbose:
-        print(
-            f"{config.model} MLP {'x'.join(map(str, data.input_shape))} -> "
-            f"{' -> '.join(map(str, config.hidden_units))} -> {data.num_classes} on {data.name} "
-            f"({len(data.train_images)} train, {len(data.val_images)} {data.validation} examples), "
-            f"{model.count_params():,} parameters, {strategy.num_replicas_in_sync} replica(s); "
-            f"outputs in {model_dir}",
-            flush=True,
-        )
+        print(_describe(config, data, model, strategy, model_dir), flush=True)
     history = trainer.fit(model, data)
     if chief:
         reporting.save_run(model_dir, model, history, data, config.to_dict(), trainer.stopped_early)

@@ -172,7 +172,7 @@ class TensorBoardLogger(Callback):
     def on_train_begin(self, logs=None):
         if not self.logs:
             return
-        history = (logs or {}).get("history")
+        history = logs if logs and "loss" in logs else None  # a resumed run's history
         if not history:
             with self._writer(".").as_default():
                 hp.hparams(hparams_values(self.run_config))
@@ -201,7 +201,7 @@ class TensorBoardLogger(Callback):
     def on_train_batch_begin(self, batch, logs=None):
         if self._window is None:
             self._window = (batch, logs["loss"] * batch)
-        if self.logs and self.profile_first and logs["step"] == self.profile_first - 1:
+        if self.logs and self.profile_first and int(logs["step"]) == self.profile_first - 1:
             tf.profiler.experimental.start(str(self.logs))
             self._profiling = True
 
@@ -212,15 +212,15 @@ class TensorBoardLogger(Callback):
             with self._writer("train").as_default():
                 tf.summary.trace_export(name="train_steps", step=0)
             self._tracing = False
-        if self._profiling and logs["step"] >= self.profile_last:
+        if self._profiling and int(logs["step"]) >= self.profile_last:
             tf.profiler.experimental.stop()
             self._profiling = False
-        if self.log_every_steps and logs["step"] % self.log_every_steps == 0:
+        if self.log_every_steps and int(logs["step"]) % self.log_every_steps == 0:
             first, before = self._window
             total = logs["loss"] * (batch + 1)  # the running mean covers steps 0..batch
             with self._writer("train").as_default():
                 tf.summary.scalar(
-                    "batch_loss", (total - before) / (batch + 1 - first), logs["step"]
+                    "batch_loss", (total - before) / (batch + 1 - first), int(logs["step"])
                 )
             self._window = (batch + 1, total)
 

@@ -1,4 +1,4 @@
-"""Grid sweeps over training flags: every trial an ordinary training run in its
+r"""Grid sweeps over training flags: every trial an ordinary training run in its
 own folder of the sweep, so each has its TensorBoard logs and HParams session.
 
     keras-mlp-sweep --sweep_dir=runs/width --grid=hidden_units=32,64,128 \
@@ -13,6 +13,7 @@ as failed and the sweep goes on. Results: `results.csv`, a summary printed best
 first, PNG plots, and the HParams experiment at the sweep's root.
 """
 
+import dataclasses
 import itertools
 import json
 import re
@@ -29,6 +30,7 @@ from tensorboard.plugins.hparams import api as hp
 from tqdm.auto import tqdm
 
 from keras_mlp import cli
+from keras_mlp.config import RunConfig
 from keras_mlp.errors import UserError
 from keras_mlp.reporting import print_table, save_figure, write_csv
 from keras_mlp.summaries import HPARAMS_METRICS
@@ -43,6 +45,9 @@ RESULT_COLUMNS = (
     "seconds",
     "error",
 )
+
+# What a grid may sweep: every training flag (and whole flagfiles).
+TRAINING_FLAGS = {field.name for field in dataclasses.fields(RunConfig)} | {"flagfile"}
 
 
 def parse_grid(specs):
@@ -60,6 +65,8 @@ def parse_grid(specs):
             raise UserError(f"--grid names {name} twice")
         if name in ("model_dir", "overwrite"):
             raise UserError(f"--grid cannot sweep --{name}: the sweep sets it for each trial")
+        if name not in TRAINING_FLAGS:
+            raise UserError(f"--grid names {name}, which is not a training flag")
         grid[name] = [v for v in values.split(";" if ";" in values else ",") if v]
     if not grid:
         raise UserError("give at least one --grid=name=value1,value2")

@@ -120,8 +120,8 @@ class Trainer:
     the next step boundary and raise `TrainingInterrupted`; a non-finite loss or
     weight raises `TrainingDiverged` before anything bad is saved.
 
-    Callbacks see Keras' hooks: `on_train_begin` (its logs hold the restored
-    `history` when resuming), `on_epoch_begin/end` (epochs count from 0, logs
+    Callbacks see Keras' hooks: `on_train_begin` (when resuming, its logs are the
+    restored history: per-epoch lists keyed by `HISTORY_KEYS`), `on_epoch_begin/end` (epochs count from 0, logs
     hold `HISTORY_KEYS`), `on_train_batch_begin/end` once per compiled chunk of
     steps (batch: the step's index in the epoch; logs: the epoch's running
     `loss` and `accuracy`, and `step`, the global step count), `on_train_end`.
@@ -143,6 +143,8 @@ class Trainer:
             at epoch ends only. Defaults to `0`.
         keep_checkpoints: How many checkpoints to keep. Defaults to `3`.
         callbacks: Keras callbacks, called after the trainer's own. Defaults to `()`.
+        stop_on_divergence: Raise `TrainingDiverged` when the loss or a weight is
+            not finite (`DivergenceGuard`). Defaults to `True`.
         verbose: Show a progress bar and print one line per epoch. Defaults to `True`.
 
     Example:
@@ -166,6 +168,7 @@ class Trainer:
         checkpoint_every_steps=0,
         keep_checkpoints=3,
         callbacks=(),
+        stop_on_divergence=True,
         verbose=True,
     ):
         if optimizer not in OPTIMIZERS:
@@ -183,6 +186,7 @@ class Trainer:
         self.checkpoint_every_steps = checkpoint_every_steps
         self.keep_checkpoints = keep_checkpoints
         self.callbacks = list(callbacks)
+        self.stop_on_divergence = stop_on_divergence
         self.verbose = verbose
         self.stopped_early = False
 
@@ -209,43 +213,28 @@ class Trainer:
             The history: a dict of per-epoch lists keyed by `HISTORY_KEYS`.
         """
         self.check(model, data)
-        state, steps_per_epoch = TrainState(), len(data.train_images) // self.batch_size
         model.optimizer = self._make_optimizer(model)  # where Keras callbacks look for it
-        checkpoints = callbacks_lib.Checkpointer(
-            tf.train.Checkpoint(model=model, optimizer=model.optimizer, **state.checkpoint_items()),
-            self.strategy,
-            self.model_dir,
-            self.keep_checkpoints,
-            self.checkpoint_every_steps,
-        )
-        resumed = checkpoints.restore()
+        state, steps_per_epoch = TrainState(), len(data.train_images) // self.batch_size
+        checkpoints, resumed = self._restore(model, state)
         first_epoch = state.epochs_done
-        done = int(state.step.numpy()) - first_epoch * steps_per_epoch
+        done = int(state.step.numpy()) - first_epoch * steps_per_epoch  # into first_epoch
         if resumed and self.verbose:
             print(
-                f"resuming from {resumed}: "
-                + _position(first_epoch, done, self.max_epochs, steps_per_epoch)
+                f"resuming from {resumed}: {_position(state, done, self.max_epochs, steps_per_epoch)}"
             )
         callbacks = self._callback_list(model, checkpoints, steps_per_epoch)
         steps = _CompiledSteps(model, self.strategy, self.batch_size)
         train_iterator, val_dataset = self._datasets(data, first_epoch, done)
         model.stop_training = self.stopped_early = False
         logs = {}
-        callbacks.on_train_begin({"history": state.history} if resumed else None)
+        callbacks.on_train_begin(state.history if resumed else None)
         try:
             for epoch in range(first_epoch, self.max_epochs):
                 callbacks.on_epoch_begin(epoch)
-                start, steps_run = time.perf_counter(), steps_per_epoch - done
-                logs = self._train_epoch(
-                    steps, train_iterator, state, callbacks, done, steps_per_epoch
-                )
+                start = time.perf_counter()
+                logs, steps_run = self._train_epoch(steps, train_iterator, state, callbacks, done)
                 logs.update(steps.evaluate(val_dataset))
-                seconds = time.perf_counter() - start
-                logs.update(
-                    learning_rate=float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)),
-                    epoch_seconds=seconds,
-                    examples_per_second=steps_run * self.batch_size / seconds,
-                )
+                logs.update(self._epoch_figures(model, time.perf_counter() - start, steps_run))
                 state.end_epoch(logs)
                 callbacks.on_epoch_end(epoch, logs)
                 done = 0
@@ -263,9 +252,11 @@ class Trainer:
         self.tracing_counts = steps.tracing_counts()
         return state.history
 
-    def _train_epoch(self, steps, iterator, state, callbacks, done, steps_per_epoch):
-        """Trains from step `done` to the end of the epoch in compiled chunks; returns
-        the epoch's training `loss` and `accuracy`."""
+    def _train_epoch(self, steps, iterator, state, callbacks, done):
+        """Trains from step `done` to the end of the epoch (or a callback's stop) in
+        compiled chunks; returns the epoch's training `loss` and `accuracy`, and the
+        number of steps run."""
+        steps_per_epoch, first = callbacks.params["steps"], done
         offset = state.epoch_sums.numpy()  # sums of a cut epoch's first steps (resume)
         steps.train_totals.reset()
         logs = {**_means(offset), "step": int(state.step.numpy())}
@@ -279,7 +270,25 @@ class Trainer:
             state.epoch_sums.assign(sums)
             logs = {**_means(sums), "step": int(state.step.numpy())}
             callbacks.on_train_batch_end(done - 1, logs)
-        return _means(offset + steps.train_totals.sums())
+        return _means(offset + steps.train_totals.sums()), done - first
+
+    def _epoch_figures(self, model, seconds, steps_run):
+        return {
+            "learning_rate": float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)),
+            "epoch_seconds": seconds,
+            "examples_per_second": steps_run * self.batch_size / seconds,
+        }
+
+    def _restore(self, model, state):
+        """The run's `Checkpointer`, and the checkpoint it restored (or `None`)."""
+        checkpoints = callbacks_lib.Checkpointer(
+            tf.train.Checkpoint(model=model, optimizer=model.optimizer, **state.checkpoint_items()),
+            self.strategy,
+            self.model_dir,
+            self.keep_checkpoints,
+            self.checkpoint_every_steps,
+        )
+        return checkpoints, checkpoints.restore()
 
     def _chunk_size(self, callbacks, step, remaining):
         """Steps of the next compiled call: up to `steps_per_execution`, ending where a
@@ -306,9 +315,13 @@ class Trainer:
     def _callback_list(self, model, checkpoints, steps_per_epoch):
         """The trainer's own callbacks first (guard, signal vote, checkpoints: a
         summary or a user's callback never runs ahead of the checkpoint), then the user's."""
-        own = [callbacks_lib.DivergenceGuard(checkpoints), callbacks_lib.SignalStop(), checkpoints]
+        own = [callbacks_lib.SignalStop(), checkpoints]
+        if self.stop_on_divergence:
+            own.insert(0, callbacks_lib.DivergenceGuard(checkpoints))
         if self.verbose:
             own.append(callbacks_lib.ProgressLogger())
+        # The trainer's own callbacks act per chunk (on_train_batch_end), so Keras calls
+        # every callback synchronously, in this order.
         return keras.callbacks.CallbackList(
             [*own, *self.callbacks], model=model, epochs=self.max_epochs, steps=steps_per_epoch
         )
@@ -380,10 +393,11 @@ class _CompiledSteps:
         }
 
 
-def _position(epochs_done, done, max_epochs, steps_per_epoch):
-    if epochs_done >= max_epochs:
+def _position(state, done, max_epochs, steps_per_epoch):
+    """Where a resumed run stands, for its first line."""
+    if state.epochs_done >= max_epochs:
         return f"all {max_epochs} epochs were done; writing the outputs"
-    return f"epoch {epochs_done + 1}, step {done} of {steps_per_epoch}"
+    return f"epoch {state.epochs_done + 1}, step {done} of {steps_per_epoch}"
 
 
 def weights_fingerprint(model):

@@ -100,14 +100,14 @@ class LoadDatasetTest(tf.test.TestCase):
         directory = write_idx_set(
             self.dir / "other", train=(90, 9, 11), test=(30, 9, 11), num_classes=6
         )
-        data = data_lib.load_dataset("fashion_mnist", directory)
+        data = data_lib.load_dataset("fashion_mnist", data_dir=directory)
         self.assertEqual(data.input_shape, (9, 11))
         self.assertEqual(data.num_classes, 6)
         self.assertEqual(data.label_names, tuple("012345"))
         self.assertEqual(data.validation, "test")
         (directory / "labels.txt").write_text("a\nb\nc\nd\ne\nf\n")
         self.assertEqual(
-            data_lib.load_dataset("fashion_mnist", directory).label_names, tuple("abcdef")
+            data_lib.load_dataset("fashion_mnist", data_dir=directory).label_names, tuple("abcdef")
         )
 
     def test_validation_split_holds_out_a_seeded_disjoint_part(self):
@@ -143,14 +143,14 @@ class LoadDatasetTest(tf.test.TestCase):
     def test_nothing_found_lists_every_place_tried(self):
         with _environ(KERAS_HOME=str(self.dir / "empty"), TFDS_DATA_DIR=str(self.dir / "tfds")):
             with self.assertRaisesRegex(
-                UserError, "tried --data_dir.*keras cache.*tensorflow-datasets.*--data_dir=DIR"
+                UserError, "tried data_dir.*keras cache.*tensorflow-datasets.*data_dir=DIR"
             ):
                 data_lib.load_dataset("fashion_mnist")
 
     def test_real_fashion_mnist(self):
         if not REAL_DATA_DIR:
             self.skipTest("set KERAS_MLP_FASHION_MNIST_DIR to the real Fashion-MNIST files")
-        data = data_lib.load_dataset("fashion_mnist", REAL_DATA_DIR)
+        data = data_lib.load_dataset("fashion_mnist", data_dir=REAL_DATA_DIR)
         self.assertEqual(data.train_images.shape, (60000, 28, 28))
         self.assertEqual(data.val_images.shape, (10000, 28, 28))
         self.assertEqual(data.label_names, data_lib.FASHION_MNIST_LABELS)
@@ -191,11 +191,9 @@ class PipelineTest(tf.test.TestCase):
         self.labels = np.arange(self.n, dtype=np.int32)
 
     def _epochs(self, input_context, batch=20, seed=3, start=0, num=2, skip=0):
-        fn, steps = data_lib.train_dataset_fn(
-            self.images, self.labels, batch, seed, start, num, skip
-        )
+        fn = data_lib.train_dataset_fn(self.images, self.labels, batch, seed, start, num, skip)
         batches = [(x.numpy(), y.numpy()) for x, y in fn(input_context)]
-        return batches, steps
+        return batches, self.n // batch
 
     def test_each_epoch_is_a_fresh_shuffle_of_distinct_examples(self):
         (batches, steps) = self._epochs(tf.distribute.InputContext())

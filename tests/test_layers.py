@@ -12,12 +12,22 @@ from keras_mlp.layers import ReLU, ScratchDense, relu
 
 class ReluTest(tf.test.TestCase):
     def test_matches_tf_relu_forward_and_backward(self):
-        x = tf.constant(np.random.default_rng(0).normal(size=(64, 33)), tf.float32)
+        values = np.random.default_rng(0).normal(size=(64, 33))
+        values[::3, ::2] = 0.0  # exact zeros: where the two could disagree
+        x = tf.constant(values, tf.float32)
         with tf.GradientTape(persistent=True) as tape:
             tape.watch(x)
             ours, reference = relu(x), tf.nn.relu(x)
         self.assertAllEqual(ours, reference)
         self.assertAllEqual(tape.gradient(ours, x), tape.gradient(reference, x))
+
+    def test_gradient_at_zero_is_zero(self):
+        # The documented choice (as tf.nn.relu): a unit whose input is exactly 0 gets no gradient.
+        x = tf.constant([-1.0, 0.0, 2.0])
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = tf.reduce_sum(relu(x))
+        self.assertAllEqual(tape.gradient(y, x), [0.0, 0.0, 1.0])
 
     def test_layer_wraps_function_and_round_trips_config(self):
         layer = ReLU()
@@ -66,6 +76,22 @@ class ScratchDenseTest(tf.test.TestCase, parameterized.TestCase):
         for old, new in zip(before, model.trainable_weights, strict=True):
             self.assertNotAllClose(old, new.numpy())
 
+    def test_config_round_trip_keeps_names_initializer_and_activation(self):
+        layer = ScratchDense(
+            4,
+            sigma=0.3,
+            activation="tanh",
+            kernel_initializer="he_normal",
+            kernel_name="W7",
+            bias_name="b7",
+        )
+        clone = ScratchDense.from_config(layer.get_config())
+        clone.build((None, 3))
+        self.assertEqual([w.name for w in clone.weights], ["W7", "b7"])
+        self.assertIsInstance(clone.kernel_initializer, keras.initializers.HeNormal)
+        self.assertIs(clone.activation, keras.activations.tanh)
+        self.assertEqual(clone.sigma, 0.3)
+
     def test_save_and_load_keras_file(self):
         model = keras.Sequential([keras.Input((4,)), ScratchDense(3, activation="relu"), ReLU()])
         path = os.path.join(self.get_temp_dir(), "scratch_dense.keras")
@@ -80,7 +106,11 @@ class ScratchDenseTest(tf.test.TestCase, parameterized.TestCase):
         ("negative_units", {"units": -3}, "units=-3"),
         ("float_units", {"units": 2.5}, "units=2.5"),
         ("zero_sigma", {"units": 2, "sigma": 0.0}, "sigma=0.0"),
-        ("unknown_activation", {"units": 2, "activation": "swoosh"}, "swoosh.*accepted"),
+        (
+            "unknown_activation",
+            {"units": 2, "activation": "swoosh"},
+            "accepted.*activation='swoosh'",
+        ),
     )
     def test_rejects_bad_arguments(self, kwargs, message):
         with self.assertRaisesRegex(ValueError, message):

@@ -9,6 +9,7 @@ import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
 
+from keras_mlp.layers import ReLU, ScratchDense
 from keras_mlp.models import MLPScratch, build_model, concise_mlp
 
 
@@ -21,11 +22,42 @@ class MLPScratchTest(tf.test.TestCase, parameterized.TestCase):
         model = build_model("scratch", (28, 28), 10)
         names = [v.name for v in model.trainable_variables]
         self.assertEqual(names, ["W1", "b1", "W2", "b2"])
+        self.assertEqual(
+            [v.path for v in model.trainable_variables],
+            [f"{model.name}/hidden1/W1", f"{model.name}/hidden1/b1"]
+            + [f"{model.name}/output/W2", f"{model.name}/output/b2"],
+        )
         self.assertEqual(tuple(model.W1.shape), (784, 256))
         self.assertEqual(tuple(model.W2.shape), (256, 10))
         self.assertAllEqual(model.b1, np.zeros(256))
         self.assertNear(float(np.std(model.W1.numpy())), 0.01, 0.0005)
         self.assertEqual(model.count_params(), 784 * 256 + 256 + 256 * 10 + 10)
+
+    def test_built_from_the_packages_scratch_dense_and_relu_layers(self):
+        model = build_model("scratch", (4, 4), 3, hidden_units=(8, 6))
+        self.assertEqual(
+            [type(layer) for layer in model.layers],
+            [ScratchDense, ScratchDense, ScratchDense, ReLU, ReLU],
+        )
+        self.assertIs(
+            model.W2, model.layers[1].kernel
+        )  # the chapter's names are the layers' weights
+        self.assertIs(model.b3, model.layers[2].bias)
+        with self.assertRaises(AttributeError):
+            getattr(model, "W4")  # noqa: B009 (the lookup is what is tested)
+        tanh = build_model("scratch", (4, 4), 3, hidden_units=(8,), activation="tanh")
+        self.assertIsInstance(tanh.layers[-1], keras.layers.Activation)
+        self.assertNotIn(ReLU, [type(layer) for layer in tanh.layers])
+
+    def test_same_seed_same_weights_and_each_kernel_its_own_draw(self):
+        keras.utils.set_random_seed(5)
+        a = build_model("scratch", (6, 6), 3, hidden_units=(36,))
+        keras.utils.set_random_seed(5)
+        b = build_model("scratch", (6, 6), 3, hidden_units=(36,))
+        for wa, wb in zip(a.get_weights(), b.get_weights(), strict=True):
+            self.assertAllEqual(wa, wb)
+        # W1 (36x36) and W2 (36x3) drawn from one seed would share their first values.
+        self.assertNotAllClose(a.W1.numpy().ravel()[:108], a.W2.numpy().ravel())
 
     def test_input_size_and_classes_come_from_the_data(self):
         model = build_model("scratch", (5, 7), 3, hidden_units=(16, 8))
@@ -106,7 +138,7 @@ class MLPScratchTest(tf.test.TestCase, parameterized.TestCase):
         ("zero_width", {"hidden_units": (0,)}, "hidden_units=0"),
         ("bad_outputs", {"num_outputs": -1}, "num_outputs=-1"),
         ("bad_sigma", {"sigma": -0.1}, "sigma=-0.1"),
-        ("bad_activation", {"activation": "nope"}, "nope"),
+        ("bad_activation", {"activation": "nope"}, "activation='nope'"),
     )
     def test_scratch_rejects_bad_arguments(self, kwargs, message):
         with self.assertRaisesRegex(ValueError, message):
@@ -131,9 +163,9 @@ class MLPScratchTest(tf.test.TestCase, parameterized.TestCase):
     def test_concise_and_factory_reject_bad_arguments(self):
         with self.assertRaisesRegex(ValueError, "hidden_units='8'"):
             concise_mlp((4,), 3, hidden_units=("8",))
-        with self.assertRaisesRegex(ValueError, "Unknown model 'big'"):
+        with self.assertRaisesRegex(ValueError, "Unknown model.*name='big'"):
             build_model("big", (4,), 3)
-        with self.assertRaisesRegex(ValueError, "Unknown initializer 'zeros'"):
+        with self.assertRaisesRegex(ValueError, "Unknown initializer.*initializer='zeros'"):
             build_model("scratch", (4,), 3, initializer="zeros")
 
 

@@ -3,12 +3,14 @@
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from keras_mlp.data import load_dataset
 from keras_mlp.models import build_model
+from keras_mlp.summaries import TensorBoardLogger, confusion_matrix
 from keras_mlp.training import Trainer
 
 
@@ -25,23 +27,26 @@ class SummariesTest(tf.test.TestCase):
     def setUpClass(cls):
         super().setUpClass()
         cls.model_dir = Path(tf.compat.v1.test.get_temp_dir()) / "tensorboard_run"
-        data = load_dataset("synthetic")
-        cls.steps_per_epoch = len(data.train_images) // 64
-        trainer = Trainer(
-            max_epochs=2,
-            batch_size=64,
-            model_dir=str(cls.model_dir),
-            verbose=False,
+        cls.data = data = load_dataset("synthetic")
+        cls.steps_per_epoch = len(data.train_images) // 50  # 40: four batch_loss windows of 10
+        logger = TensorBoardLogger(
+            cls.model_dir / "logs",
+            data,
+            {"model": "scratch", "hidden_units": [32], "learning_rate": 0.1},
             log_every_steps=10,
             histogram_freq=1,
             profile_steps=(3, 5),
             image_summaries=True,
-            run_config={"model": "scratch", "hidden_units": [32], "learning_rate": 0.1},
+            batch_size=50,
+        )
+        # Chunks of 7 steps: the logger must still get a chunk end at every 10th step.
+        trainer = Trainer(
+            max_epochs=2, batch_size=50, steps_per_execution=7, callbacks=[logger], verbose=False
         )
         keras.utils.set_random_seed(0)
-        model = build_model("scratch", data.input_shape, data.num_classes, hidden_units=(32,))
-        cls.history = trainer.fit(model, data)
-        cls.model_name = model.name  # "mlp_scratch", or "mlp_scratch_N" after other models
+        cls.model = build_model("scratch", data.input_shape, data.num_classes, hidden_units=(32,))
+        cls.history = trainer.fit(cls.model, data)
+        cls.model_name = cls.model.name  # "mlp_scratch", or "mlp_scratch_N" after other models
         cls.train = _accumulator(cls.model_dir / "logs" / "train")
         cls.validation = _accumulator(cls.model_dir / "logs" / "validation")
         cls.root = _accumulator(cls.model_dir / "logs")
@@ -58,15 +63,31 @@ class SummariesTest(tf.test.TestCase):
         self.assertEqual([e.step for e in self.validation.Tensors("epoch_accuracy")], [1, 2])
 
     def test_step_losses_every_n_steps(self):
-        steps = [e.step for e in self.train.Tensors("batch_loss")]
-        self.assertEqual(steps, list(range(10, 2 * self.steps_per_epoch + 1, 10)))
+        events = self.train.Tensors("batch_loss")
+        self.assertEqual(
+            [e.step for e in events], list(range(10, 2 * self.steps_per_epoch + 1, 10))
+        )
+        # Each value is the mean over its 10 steps: the four windows of an epoch average
+        # to the epoch's loss, which the trainer sums by another route.
+        values = np.array([float(tf.make_ndarray(e.tensor_proto)) for e in events]).reshape(2, 4)
+        self.assertAllClose(values.mean(axis=1), self.history["loss"], rtol=1e-5)
+        self.assertGreater(values[0, 0], values[1, 3])  # and they follow the learning
 
     def test_histograms_of_named_weights_and_gradients(self):
         tags = set(self.train.Tags()["tensors"])
-        for name in ("W1", "b1", "W2", "b2"):
-            self.assertIn(f"{self.model_name}/{name}", tags)
-            self.assertIn(f"{self.model_name}/{name}/gradient", tags)
-        self.assertEqual([e.step for e in self.train.Tensors(f"{self.model_name}/W1")], [1, 2])
+        for layer, name in (
+            ("hidden1", "W1"),
+            ("hidden1", "b1"),
+            ("output", "W2"),
+            ("output", "b2"),
+        ):
+            self.assertIn(f"{self.model_name}/{layer}/{name}", tags)
+            self.assertIn(f"{self.model_name}/{layer}/{name}/gradient", tags)
+        w1 = self.train.Tensors(f"{self.model_name}/hidden1/W1")
+        self.assertEqual([e.step for e in w1], [1, 2])
+        # A histogram's bucket counts add up to the number of weights.
+        counts = tf.make_ndarray(w1[-1].tensor_proto)[:, 2]
+        self.assertEqual(int(counts.sum()), 144 * 32)
 
     def test_graph_of_the_train_step(self):
         # TF2 writes the traced graph as a tensor for the Graphs tab's plugin.
@@ -78,10 +99,25 @@ class SummariesTest(tf.test.TestCase):
         tags = set(self.validation.Tags()["tensors"])
         self.assertIn("predictions", tags)
         self.assertIn("confusion_matrix", tags)
+        self.assertEqual([e.step for e in self.validation.Tensors("confusion_matrix")], [1, 2])
         image = self.validation.Tensors("confusion_matrix")[-1]
         width, height, png = tf.make_ndarray(image.tensor_proto)
         self.assertTrue(png.startswith(b"\x89PNG"))
         self.assertGreater(int(width), 50)
+
+    def test_confusion_counts_agree_with_an_independent_count(self):
+        data = self.data
+        confusion = confusion_matrix(self.model, data.val_images, data.val_labels, data.num_classes)
+        logits = self.model.predict(data.val_images.astype("float32") / 255.0, verbose=0)
+        predicted = np.argmax(logits, axis=-1)
+        for true in range(data.num_classes):
+            for guess in range(data.num_classes):
+                expected = np.sum((data.val_labels == true) & (predicted == guess))
+                self.assertEqual(confusion[true, guess], expected)
+        # Its diagonal is the validation accuracy the trainer measured on the devices.
+        self.assertAllClose(
+            np.trace(confusion) / len(data.val_labels), self.history["val_accuracy"][-1]
+        )
 
     def test_hparams_session_and_config_text(self):
         content = self.root.PluginTagToContent("hparams")

@@ -1,0 +1,270 @@
+"""Keras callbacks in the Trainer's loop (stock ones unchanged, a user's own), and
+the package's own callbacks, each on its own."""
+
+import csv
+import os
+import signal
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_mlp import callbacks as callbacks_lib
+from keras_mlp.config import RunConfig
+from keras_mlp.data import load_dataset
+from keras_mlp.errors import TrainingDiverged, TrainingInterrupted
+from keras_mlp.models import build_model
+from keras_mlp.run import train
+from keras_mlp.training import HISTORY_KEYS, Trainer
+
+STEPS = 2000 // 64  # synthetic training set, batch 64
+
+
+def _fit(callbacks, epochs=3, model_dir=None, **kwargs):
+    data = load_dataset("synthetic")
+    trainer = Trainer(
+        max_epochs=epochs,
+        batch_size=64,
+        model_dir=model_dir,
+        callbacks=callbacks,
+        verbose=False,
+        **kwargs,
+    )
+    keras.utils.set_random_seed(1)
+    model = build_model("scratch", data.input_shape, data.num_classes, hidden_units=(16,))
+    return trainer, model, trainer.fit(model, data)
+
+
+class Recorder(keras.callbacks.Callback):
+    """Writes down every hook call with its arguments."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def on_train_begin(self, logs=None):
+        self.calls.append(("train_begin", None, logs))
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.calls.append(("epoch_begin", epoch, logs))
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.calls.append(("batch_end", batch, dict(logs)))
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.calls.append(("epoch_end", epoch, dict(logs)))
+        self.weights = getattr(self, "weights", []) + [self.model.get_weights()]
+
+    def on_train_end(self, logs=None):
+        self.calls.append(("train_end", None, logs))
+
+
+class StockCallbacksTest(tf.test.TestCase):
+    def test_a_callback_sees_the_documented_hooks_and_logs(self):
+        recorder = Recorder()
+        _, _, history = _fit([recorder], epochs=2, steps_per_execution=7)
+        kinds = [kind for kind, _, _ in recorder.calls]
+        self.assertEqual(kinds[0], "train_begin")
+        self.assertEqual(kinds[-1], "train_end")
+        self.assertEqual(kinds.count("epoch_end"), 2)
+        batches = [b for kind, b, _ in recorder.calls if kind == "batch_end"]
+        # Chunks of 7 steps: the last step index of each chunk, twice.
+        self.assertEqual(batches, [6, 13, 20, 27, 30] * 2)
+        for kind, _, logs in recorder.calls:
+            if kind == "batch_end":
+                self.assertEqual(set(logs), {"loss", "accuracy", "step"})
+            if kind == "epoch_end":
+                self.assertContainsSubset(HISTORY_KEYS, logs)
+        steps = [logs["step"] for kind, _, logs in recorder.calls if kind == "batch_end"]
+        self.assertEqual(steps[-1], 2 * STEPS)
+        last_epoch = [logs for kind, _, logs in recorder.calls if kind == "epoch_end"][-1]
+        self.assertEqual(last_epoch["val_accuracy"], history["val_accuracy"][-1])
+
+    def test_early_stopping_with_best_weights(self):
+        # Rising loss counts as improvement in "max" mode: epoch 0 stays best, so
+        # training stops after `patience` more epochs and restores epoch 0's weights.
+        stopper = keras.callbacks.EarlyStopping(
+            monitor="loss", mode="max", patience=2, restore_best_weights=True
+        )
+        recorder = Recorder()
+        trainer, model, history = _fit([recorder, stopper], epochs=10)
+        self.assertLen(history["loss"], 3)
+        self.assertTrue(trainer.stopped_early)
+        for restored, best in zip(model.get_weights(), recorder.weights[0], strict=True):
+            self.assertAllEqual(restored, best)
+
+    def test_reduce_lr_on_plateau_changes_the_optimizers_rate(self):
+        reducer = keras.callbacks.ReduceLROnPlateau(
+            monitor="loss", mode="max", patience=0, factor=0.5
+        )
+        _, model, history = _fit([reducer], epochs=3)
+        self.assertAllClose(history["learning_rate"], [0.1, 0.1, 0.05])
+        self.assertAllClose(float(model.optimizer.learning_rate), 0.025)
+
+    def test_csv_logger_writes_one_row_per_epoch(self):
+        path = Path(self.get_temp_dir()) / "log.csv"
+        _, _, history = _fit([keras.callbacks.CSVLogger(str(path))], epochs=2)
+        with open(path) as f:
+            rows = list(csv.DictReader(f))
+        self.assertEqual([int(r["epoch"]) for r in rows], [0, 1])
+        self.assertAllClose([float(r["val_loss"]) for r in rows], history["val_loss"])
+
+    def test_terminate_on_nan_stops_a_run_without_the_guard(self):
+        trainer, _, history = _fit(
+            [keras.callbacks.TerminateOnNaN()],
+            epochs=3,
+            learning_rate=1e30,
+            stop_on_divergence=False,
+        )
+        self.assertTrue(trainer.stopped_early)
+        self.assertLen(history["loss"], 1)
+        self.assertFalse(np.isfinite(history["loss"][0]))
+
+    def test_lambda_callback(self):
+        seen = []
+        callback = keras.callbacks.LambdaCallback(
+            on_epoch_end=lambda epoch, logs: seen.append((epoch, logs["val_accuracy"]))
+        )
+        _, _, history = _fit([callback], epochs=2)
+        self.assertEqual(seen, list(enumerate(history["val_accuracy"])))
+
+    def test_an_exception_in_a_callback_leaves_the_last_checkpoint_intact(self):
+        model_dir = self.get_temp_dir()
+
+        class Boom(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                if epoch == 1:
+                    raise RuntimeError("boom")
+
+        with self.assertRaisesRegex(RuntimeError, "boom"):
+            _fit([Boom()], epochs=3, model_dir=model_dir)
+        latest = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+        self.assertTrue(latest.endswith(f"ckpt-{2 * STEPS}"))  # epoch 2 was saved first
+        recorder = Recorder()
+        _, _, history = _fit([recorder], epochs=3, model_dir=model_dir)
+        self.assertLen(history["loss"], 3)
+        self.assertEqual([e for kind, e, _ in recorder.calls if kind == "epoch_begin"], [2])
+        self.assertLen(recorder.calls[0][2]["loss"], 2)  # on_train_begin: the restored history
+
+    def test_a_run_stopped_early_is_complete_and_says_so(self):
+        class StopAfterFirstEpoch(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                self.model.stop_training = True
+
+        model_dir = Path(self.get_temp_dir()) / "early"
+        config = RunConfig(
+            dataset="synthetic",
+            hidden_units=(8,),
+            epochs=5,
+            batch_size=64,
+            model_dir=str(model_dir),
+        )
+        result = train(config, callbacks=[StopAfterFirstEpoch()], verbose=False)
+        self.assertTrue(result.stopped_early)
+        self.assertLen(result.history["loss"], 1)
+        again = train(config, verbose=False)
+        self.assertIsNone(again.model)  # reported, not resumed into more epochs
+        self.assertTrue(again.stopped_early)
+        self.assertLen(again.history["loss"], 1)
+
+    def test_early_stopping_patience_setting_adds_keras_early_stopping(self):
+        from keras_mlp.run import run_callbacks
+
+        config = RunConfig(dataset="synthetic", early_stopping_patience=4)
+        (stopper,) = [
+            c
+            for c in run_callbacks(config, None, "unused", chief=False)
+            if isinstance(c, keras.callbacks.EarlyStopping)
+        ]
+        self.assertEqual((stopper.monitor, stopper.patience), ("val_loss", 4))
+        self.assertEmpty(
+            [
+                c
+                for c in run_callbacks(RunConfig(), None, "unused", chief=False)
+                if isinstance(c, keras.callbacks.EarlyStopping)
+            ]
+        )
+
+
+class PackageCallbacksTest(tf.test.TestCase):
+    def _model(self):
+        model = build_model("scratch", (2, 2), 2, hidden_units=(3,))
+        return model
+
+    def test_checkpointer_saves_mid_epoch_on_its_steps_and_keeps_the_last_few(self):
+        model = self._model()
+        step = tf.Variable(0, dtype=tf.int64)
+        directory = self.get_temp_dir()
+        saver = callbacks_lib.Checkpointer(
+            tf.train.Checkpoint(model=model, step=step),
+            tf.distribute.get_strategy(),
+            directory,
+            keep=2,
+            every_steps=4,
+        )
+        saver.set_params({"steps": 10})
+        self.assertEqual([saver.steps_until_due(s) for s in (0, 3, 4, 9)], [4, 1, 4, 3])
+        for at in (4, 8):
+            step.assign(at)
+            saver.on_train_batch_end(at - 1, {"step": at})
+        step.assign(10)
+        saver.on_train_batch_end(9, {"step": 10})  # an epoch's last step: the epoch end saves
+        saver.on_epoch_end(0, {})
+        names = sorted(p.name for p in Path(directory, "checkpoints").glob("*.index"))
+        self.assertEqual(names, ["ckpt-10.index", "ckpt-8.index"])
+        model.W1.assign(tf.zeros_like(model.W1))
+        self.assertEqual(saver.restore(), saver.latest)
+        self.assertNotAllClose(model.W1, np.zeros(model.W1.shape))
+
+    def test_divergence_guard_names_the_last_good_checkpoint(self):
+        model = self._model()
+
+        class Saved:
+            latest = "/runs/x/checkpoints/ckpt-40"
+
+        guard = callbacks_lib.DivergenceGuard(Saved())
+        guard.set_model(model)
+        guard.on_epoch_begin(1)
+        guard.on_train_batch_begin(0, {"step": 40, "loss": 0.0})
+        guard.on_train_batch_end(4, {"step": 45, "loss": 1.5})  # finite: nothing happens
+        model.W1.assign(tf.fill(model.W1.shape, np.inf))
+        with self.assertRaisesRegex(TrainingDiverged, "steps 41-45 \\(epoch 2\\).*ckpt-40"):
+            guard.on_train_batch_end(4, {"step": 45, "loss": 1.5})
+
+    def test_signal_stop_turns_sigterm_into_a_clean_stop(self):
+        stop = callbacks_lib.SignalStop()
+        stop.set_model(self._model())
+        before = signal.getsignal(signal.SIGTERM)
+        stop.on_train_begin()
+        try:
+            stop.on_train_batch_end(0, {"step": 1})  # no signal: training goes on
+            os.kill(os.getpid(), signal.SIGTERM)
+            with self.assertRaises(TrainingInterrupted) as caught:
+                stop.on_train_batch_end(1, {"step": 2})
+        finally:
+            stop.close()
+        self.assertEqual(
+            (caught.exception.signal_number, caught.exception.step), (signal.SIGTERM, 2)
+        )
+        self.assertIs(signal.getsignal(signal.SIGTERM), before)
+
+    def test_progress_logger_prints_one_line_per_epoch(self):
+        logger = callbacks_lib.ProgressLogger()
+        logger.set_params({"steps": 10, "epochs": 3})
+        logs = dict(loss=0.5, accuracy=0.8, val_loss=0.6, val_accuracy=0.75, epoch_seconds=1.5)
+        logs["examples_per_second"] = 12345.6
+        with self.captureWritesToStream(__import__("sys").stdout) as captured:
+            logger.on_epoch_begin(1)
+            logger.on_train_batch_begin(0, {"loss": 0.0, "step": 10})
+            logger.on_train_batch_end(9, {"loss": 0.5, "step": 20})
+            logger.on_epoch_end(1, logs)
+        self.assertEqual(
+            captured.contents(),
+            "epoch 2/3: loss 0.5000 accuracy 0.8000 val_loss 0.6000 val_accuracy 0.7500 "
+            "(1.50s, 12,346 examples/s)\n",
+        )
+
+
+if __name__ == "__main__":
+    tf.test.main()
