@@ -112,13 +112,26 @@ class Checkpointer(Callback):
 
 
 class DivergenceGuard(Callback):
-    """Stops training with `TrainingDiverged` when the running loss or any weight is
-    not finite, before anything is saved; the error names the last good checkpoint."""
+    """Stops training with `TrainingDiverged` before anything bad is saved, when
 
-    def __init__(self, checkpointer):
+    - the running training loss or any weight is not finite, or
+    - the running training loss exceeds `factor` times the loss of the run's first
+      step (a diverging run's loss explodes while staying finite: 1e24 at a
+      learning rate of 1e5). The first step's loss is about log(num_classes) for a
+      fresh model, and larger for a badly scaled one, which then still may learn.
+      `factor=0` keeps the non-finite check only.
+
+    The error names the last good checkpoint.
+    """
+
+    def __init__(self, checkpointer, factor=100.0):
         super().__init__()
-        self.checkpointer = checkpointer
+        self.checkpointer, self.factor = checkpointer, factor
+        self.reference = None  # the loss of the first step this process ran
         self._epoch = self._first_step = 0
+
+    def steps_until_due(self, step):
+        return 1 if self.factor and self.reference is None else None
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
@@ -127,12 +140,23 @@ class DivergenceGuard(Callback):
         self._first_step = int(logs["step"]) + 1
 
     def on_train_batch_end(self, batch, logs=None):
-        if np.isfinite(logs["loss"]) and self._weights_finite():
+        loss = logs["loss"]
+        if self.reference is None:
+            self.reference = loss
+        steps = f"steps {self._first_step}-{int(logs['step'])} (epoch {self._epoch + 1})"
+        if not (np.isfinite(loss) and self._weights_finite()):
+            problem, hint = f"training loss became {loss} in {steps}", ""
+        elif self.factor and loss > self.factor * self.reference:
+            problem = (
+                f"training loss reached {loss:.4g} in {steps}, over {self.factor:g} x the "
+                f"first step's {self.reference:.4g}"
+            )
+            hint = ", or divergence_factor=0 to turn this check off"
+        else:
             return
         raise TrainingDiverged(
-            f"training loss became {logs['loss']} in steps {self._first_step}-{int(logs['step'])} "
-            f"(epoch {self._epoch + 1}); stopped without saving; the last good checkpoint is "
-            f"{self.checkpointer.latest or 'none'}; try a lower learning_rate"
+            f"{problem}; stopped without saving; the last good checkpoint is "
+            f"{self.checkpointer.latest or 'none'}; try a lower learning_rate{hint}"
         )
 
     def _weights_finite(self):

@@ -101,6 +101,12 @@ class RunConfig:
         "Stop when the validation loss has not improved for N epochs (0: off); "
         "a run that stops early is complete.",
     )
+    divergence_factor: float = setting(
+        100.0,
+        "Stop (exit 1) when the running training loss exceeds this multiple of the first "
+        "step's loss; 0: stop on non-finite loss or weights only.",
+        compared=False,
+    )
     seed: int = setting(0, "Seed for weights, data order and the validation hold-out.")
     dtype: str = setting(
         "float32",
@@ -239,6 +245,10 @@ class RunConfig:
             raise UserError(
                 f"profile_steps={','.join(map(str, self.profile_steps))} must be FIRST,LAST "
                 "with 1 <= FIRST <= LAST"
+            )
+        if not (isinstance(self.divergence_factor, (int, float)) and self.divergence_factor >= 0):
+            raise UserError(
+                f"divergence_factor={self.divergence_factor!r} must be 0 (off) or a positive number"
             )
         check_positive_finite("sigma", self.sigma)
         check_positive_finite("learning_rate", self.learning_rate)

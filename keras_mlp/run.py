@@ -145,6 +145,7 @@ def make_trainer(config, strategy, model_dir, callbacks=(), verbose=True):
         steps_per_execution=config.steps_per_execution,
         checkpoint_every_steps=config.checkpoint_every_steps,
         keep_checkpoints=config.keep_checkpoints,
+        divergence_factor=config.divergence_factor,
         callbacks=callbacks,
         verbose=verbose,
     )

@@ -144,7 +144,10 @@ class Trainer:
         keep_checkpoints: How many checkpoints to keep. Defaults to `3`.
         callbacks: Keras callbacks, called after the trainer's own. Defaults to `()`.
         stop_on_divergence: Raise `TrainingDiverged` when the loss or a weight is
-            not finite (`DivergenceGuard`). Defaults to `True`.
+            not finite, or the loss exceeds `divergence_factor` times the first
+            step's (`DivergenceGuard`). Defaults to `True`.
+        divergence_factor: See `stop_on_divergence`; `0` checks non-finite values
+            only. Defaults to `100`.
         verbose: Show a progress bar and print one line per epoch. Defaults to `True`.
 
     Example:
@@ -169,6 +172,7 @@ class Trainer:
         keep_checkpoints=3,
         callbacks=(),
         stop_on_divergence=True,
+        divergence_factor=100.0,
         verbose=True,
     ):
         if optimizer not in OPTIMIZERS:
@@ -187,6 +191,7 @@ class Trainer:
         self.keep_checkpoints = keep_checkpoints
         self.callbacks = list(callbacks)
         self.stop_on_divergence = stop_on_divergence
+        self.divergence_factor = divergence_factor
         self.verbose = verbose
         self.stopped_early = False
 
@@ -317,7 +322,7 @@ class Trainer:
         summary or a user's callback never runs ahead of the checkpoint), then the user's."""
         own = [callbacks_lib.SignalStop(), checkpoints]
         if self.stop_on_divergence:
-            own.insert(0, callbacks_lib.DivergenceGuard(checkpoints))
+            own.insert(0, callbacks_lib.DivergenceGuard(checkpoints, self.divergence_factor))
         if self.verbose:
             own.append(callbacks_lib.ProgressLogger())
         # The trainer's own callbacks act per chunk (on_train_batch_end), so Keras calls

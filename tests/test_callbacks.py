@@ -69,8 +69,9 @@ class StockCallbacksTest(tf.test.TestCase):
         self.assertEqual(kinds[-1], "train_end")
         self.assertEqual(kinds.count("epoch_end"), 2)
         batches = [b for kind, b, _ in recorder.calls if kind == "batch_end"]
-        # Chunks of 7 steps: the last step index of each chunk, twice.
-        self.assertEqual(batches, [6, 13, 20, 27, 30] * 2)
+        # Chunks of 7 steps (the last index of each), after a first chunk of one step
+        # that gives the divergence guard its reference loss.
+        self.assertEqual(batches, [0, 7, 14, 21, 28, 30, 6, 13, 20, 27, 30])
         for kind, _, logs in recorder.calls:
             if kind == "batch_end":
                 self.assertEqual(set(logs), {"loss", "accuracy", "step"})
@@ -231,6 +232,25 @@ class PackageCallbacksTest(tf.test.TestCase):
         model.W1.assign(tf.fill(model.W1.shape, np.inf))
         with self.assertRaisesRegex(TrainingDiverged, "steps 41-45 \\(epoch 2\\).*ckpt-40"):
             guard.on_train_batch_end(4, {"step": 45, "loss": 1.5})
+
+    def test_divergence_guard_stops_an_exploding_but_finite_loss(self):
+        guard = callbacks_lib.DivergenceGuard(callbacks_lib.Checkpointer(None, None, None), 100)
+        guard.set_model(self._model())
+        self.assertEqual(guard.steps_until_due(0), 1)  # a one-step chunk gives the reference
+        guard.on_epoch_begin(0)
+        guard.on_train_batch_begin(0, {"step": 0, "loss": 0.0})
+        guard.on_train_batch_end(0, {"step": 1, "loss": 2.5})
+        self.assertIsNone(guard.steps_until_due(1))
+        guard.on_train_batch_end(9, {"step": 10, "loss": 249.0})  # under 100 x 2.5: goes on
+        with self.assertRaisesRegex(
+            TrainingDiverged, "reached 251 in .*over 100 x the first step's 2.5"
+        ):
+            guard.on_train_batch_end(19, {"step": 20, "loss": 251.0})
+        off = callbacks_lib.DivergenceGuard(callbacks_lib.Checkpointer(None, None, None), 0)
+        off.set_model(self._model())
+        self.assertIsNone(off.steps_until_due(0))
+        off.on_train_batch_end(0, {"step": 1, "loss": 2.5})
+        off.on_train_batch_end(9, {"step": 10, "loss": 1e30})  # finite: only non-finite stops it
 
     def test_signal_stop_turns_sigterm_into_a_clean_stop(self):
         stop = callbacks_lib.SignalStop()
