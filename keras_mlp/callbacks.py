@@ -50,49 +50,88 @@ class Checkpointer(Callback):
 
     def __init__(self, checkpoint, strategy, model_dir, keep=3, every_steps=0):
         super().__init__()
-        self.checkpoint, self.every_steps = checkpoint, every_steps
+        self.checkpoint, self.every_steps, self.keep = checkpoint, every_steps, keep
         self.directory = Path(model_dir) / "checkpoints" if model_dir else None
         self._scratch = None
-        self.manager = None
-        if self.directory and strategy.extended.should_checkpoint:
-            self.manager = tf.train.CheckpointManager(checkpoint, self.directory, max_to_keep=keep)
-        elif self.directory:
+        self._manager = None  # made at the first save, after restore() had its look
+        self.skipped = []  # (checkpoint, reason) that restore() could not use
+        if self.directory and not strategy.extended.should_checkpoint:
             self._scratch = tempfile.mkdtemp(prefix="keras_mlp_worker_checkpoints_")
-            self.manager = tf.train.CheckpointManager(checkpoint, self._scratch, max_to_keep=1)
 
     @property
     def latest(self):
         """The newest saved checkpoint of this run (the chief's), or `None`."""
-        return tf.train.latest_checkpoint(str(self.directory)) if self.directory else None
+        candidates = self._candidates() if self.directory else []
+        return candidates[0] if candidates else None
+
+    def _state(self):
+        """The parsed `checkpoint` state file, or `None` when it is missing or unreadable."""
+        try:
+            return tf.train.get_checkpoint_state(str(self.directory))
+        except (ValueError, OSError, tf.errors.OpError):  # an emptied or garbled state file
+            return None
+
+    def _candidates(self):
+        """The run's checkpoints, newest first: as the state file lists them, or, when it
+        cannot be read, as the `ckpt-N.index` files in the folder say."""
+        state = self._state()
+        if state and state.all_model_checkpoint_paths:
+            paths = [str(self.directory / Path(p).name) for p in state.all_model_checkpoint_paths]
+        else:
+            paths = [str(p.with_suffix("")) for p in self.directory.glob("ckpt-*.index")]
+        return sorted(paths, key=lambda p: int(p.rsplit("-", 1)[1]), reverse=True)
 
     def restore(self):
-        """Restores the latest checkpoint in `<model_dir>/checkpoints`; returns its path or None.
+        """Restores the newest checkpoint in `<model_dir>/checkpoints` that restores;
+        returns its path, or `None` when the run has none yet.
 
-        Every worker of a cluster reads the chief's checkpoints there. A state
-        file that names no usable checkpoint is an error, not a fresh start.
+        A damaged newest checkpoint is skipped for an older intact one (each skip is
+        listed in `skipped`, with its reason); when checkpoints exist but none
+        restores, that is an error, not a fresh start. Every worker of a cluster
+        reads the chief's checkpoints there.
         """
-        latest = self.latest
-        if latest is None:
-            if self.directory and (self.directory / "checkpoint").exists():
-                raise UserError(
-                    f"{self.directory / 'checkpoint'} names no usable checkpoint (damaged or "
-                    "deleted); set overwrite=True to start over"
-                )
+        self.skipped = []
+        if not self.directory or not self.directory.is_dir():
             return None
-        try:
-            self.checkpoint.restore(latest).assert_existing_objects_matched()
-        except Exception as e:  # damaged files fail in many ways (OpError, IndexError, ...)
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        candidates = self._candidates()
+        for path in candidates:
+            try:
+                self.checkpoint.restore(path).assert_existing_objects_matched()
+            except Exception as e:  # damaged files fail in many ways (OpError, IndexError, ...)
+                reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                self.skipped.append((path, reason))
+                continue
+            state_file = self.directory / "checkpoint"
+            if self._scratch is None and state_file.exists() and self._state() is None:
+                # Unreadable, it would stop the next save; the files are what count (the
+                # chief's CheckpointManager starts a new one).
+                state_file.unlink()
+            return path
+        if self.skipped:
+            path, reason = self.skipped[0]
             raise UserError(
-                f"cannot restore {latest} ({reason}); set overwrite=True to start over"
-            ) from None
-        return latest
+                f"cannot restore any checkpoint in {self.directory} (newest: {path}: {reason}); "
+                "set overwrite=True to start over"
+            )
+        if (self.directory / "checkpoint").exists():
+            raise UserError(
+                f"{self.directory / 'checkpoint'} names no usable checkpoint (damaged or "
+                "deleted); set overwrite=True to start over"
+            )
+        return None
 
     def save(self):
         """Saves now, numbered by the global step; returns the path (or `None` without a model_dir)."""
-        if not self.manager:
+        if not self.directory:
             return None
-        path = self.manager.save(checkpoint_number=int(self.checkpoint.step.numpy()))
+        if self._manager is None:
+            # In a cluster every worker must save (TensorFlow's documented pattern); only
+            # the chief keeps its copy.
+            where = self._scratch or self.directory
+            self._manager = tf.train.CheckpointManager(
+                self.checkpoint, where, max_to_keep=1 if self._scratch else self.keep
+            )
+        path = self._manager.save(checkpoint_number=int(self.checkpoint.step.numpy()))
         return path if self._scratch is None else self.latest
 
     def steps_until_due(self, step):

@@ -293,7 +293,10 @@ class Trainer:
             self.keep_checkpoints,
             self.checkpoint_every_steps,
         )
-        return checkpoints, checkpoints.restore()
+        resumed = checkpoints.restore()
+        for path, reason in checkpoints.skipped if self.verbose else ():
+            print(f"skipped checkpoint {path}: it does not restore ({reason})")
+        return checkpoints, resumed
 
     def _chunk_size(self, callbacks, step, remaining):
         """Steps of the next compiled call: up to `steps_per_execution`, ending where a

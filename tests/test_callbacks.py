@@ -13,7 +13,7 @@ import tensorflow as tf
 from keras_mlp import callbacks as callbacks_lib
 from keras_mlp.config import RunConfig
 from keras_mlp.data import load_dataset
-from keras_mlp.errors import TrainingDiverged, TrainingInterrupted
+from keras_mlp.errors import TrainingDiverged, TrainingInterrupted, UserError
 from keras_mlp.models import build_model
 from keras_mlp.run import train
 from keras_mlp.training import HISTORY_KEYS, Trainer
@@ -217,6 +217,52 @@ class PackageCallbacksTest(tf.test.TestCase):
         model.W1.assign(tf.zeros_like(model.W1))
         self.assertEqual(saver.restore(), saver.latest)
         self.assertNotAllClose(model.W1, np.zeros(model.W1.shape))
+
+    def _saved_run(self):
+        """A Checkpointer over a folder holding ckpt-1, ckpt-2 and ckpt-3 (W1 = 1, 2, 3)."""
+        model, step = self._model(), tf.Variable(0, dtype=tf.int64)
+        directory = self.get_temp_dir()
+        make = lambda: callbacks_lib.Checkpointer(  # noqa: E731
+            tf.train.Checkpoint(model=model, step=step), tf.distribute.get_strategy(), directory
+        )
+        saver = make()
+        for at in (1, 2, 3):
+            step.assign(at)
+            model.W1.assign(tf.fill(model.W1.shape, float(at)))
+            saver.save()
+        return model, Path(directory, "checkpoints"), make
+
+    def test_a_damaged_newest_checkpoint_falls_back_to_an_older_one(self):
+        model, folder, make = self._saved_run()
+        next(folder.glob("ckpt-3.data-*")).unlink()
+        restorer = make()
+        self.assertEqual(restorer.restore(), str(folder / "ckpt-2"))
+        self.assertAllEqual(model.W1, tf.fill(model.W1.shape, 2.0))
+        self.assertEqual([p for p, _ in restorer.skipped], [str(folder / "ckpt-3")])
+        self.assertIn("ckpt-3.data", restorer.skipped[0][1])
+
+    def test_an_unreadable_state_file_falls_back_to_the_files(self):
+        model, folder, make = self._saved_run()
+        (folder / "checkpoint").write_text("")
+        restorer = make()
+        self.assertEqual(restorer.restore(), str(folder / "ckpt-3"))
+        self.assertAllEqual(model.W1, tf.fill(model.W1.shape, 3.0))
+        restorer.save()  # the next save works (the state file starts anew)
+        self.assertTrue((folder / "checkpoint").exists())
+
+    def test_no_checkpoint_that_restores_is_an_error(self):
+        _, folder, make = self._saved_run()
+        for shard in folder.glob("*.data-*"):
+            shard.unlink()
+        with self.assertRaisesRegex(
+            UserError, "cannot restore any checkpoint .*ckpt-3.*overwrite=True"
+        ):
+            make().restore()
+        for index in folder.glob("*.index"):
+            index.unlink()
+        (folder / "checkpoint").write_text("garbage {")
+        with self.assertRaisesRegex(UserError, "names no usable checkpoint"):
+            make().restore()
 
     def test_divergence_guard_names_the_last_good_checkpoint(self):
         model = self._model()
