@@ -28,8 +28,10 @@ from matplotlib.figure import Figure
 
 from keras_mlp import cli
 from keras_mlp import data as data_lib
+from keras_mlp.config import check_positive_int
 from keras_mlp.errors import UserError
 from keras_mlp.models import build_model
+from keras_mlp.names import MODELS
 from keras_mlp.reporting import print_table, save_figure, write_json
 from keras_mlp.training import Trainer
 
@@ -111,8 +113,10 @@ class _EpochTimer(keras.callbacks.Callback):
 
 def time_keras_fit(model_name, data, epochs, batch_size=256, hidden_units=(256,)):
     """Per-epoch seconds of plain `model.compile()` + `model.fit()` on the same model,
-    data, batch size and validation split (train + validation per epoch)."""
+    data, batch size and validation split (train + validation per epoch). Like our
+    Trainer, it trains full batches only: the same examples per epoch."""
     model = build_model(model_name, data.input_shape, data.num_classes, hidden_units=hidden_units)
+    trained = (len(data.train_images) // batch_size) * batch_size
     model.compile(
         optimizer=keras.optimizers.SGD(0.1),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -121,8 +125,8 @@ def time_keras_fit(model_name, data, epochs, batch_size=256, hidden_units=(256,)
     timer = _EpochTimer()
     scale = np.float32(1 / 255)
     history = model.fit(
-        data.train_images.astype(np.float32) * scale,
-        data.train_labels,
+        data.train_images[:trained].astype(np.float32) * scale,
+        data.train_labels[:trained],
         batch_size=batch_size,
         epochs=epochs,
         shuffle=True,
@@ -447,7 +451,7 @@ def define_flags(flag_values):
 
 
 def _positive_ints(name, values):
-    numbers = cli.int_list(name, values)
+    numbers = cli.int_list(f"--{name}", values)
     if not numbers or min(numbers) < 1:
         raise UserError(
             f"--{name} expects comma-separated positive integers. Received: {','.join(values)!r}"
@@ -455,10 +459,22 @@ def _positive_ints(name, values):
     return numbers
 
 
-def _benchmark(fv, args):
+def _checked_lists(fv, args):
+    """Checks the command and every setting before anything is measured or written;
+    returns the integer lists."""
     # "measure" is the internal command each timed run uses in its own process.
     if len(args) != 1 or args[0] not in (*COMMANDS, "measure"):
         raise UserError(f"give one command: {', '.join(COMMANDS)}. Received: {args}")
+    for name in ("epochs", "steps", "bandwidth_mb"):
+        check_positive_int(f"--{name}", fv[name].value)
+    for model_name in fv.models:
+        if model_name not in MODELS:
+            raise UserError(f"--models: {model_name!r} is not known; accepted: {', '.join(MODELS)}")
+    return {name: _positive_ints(name, fv[name].value) for name in ("widths", "depths", "sizes")}
+
+
+def _benchmark(fv, args):
+    lists = _checked_lists(fv, args)
     cli.quiet_tensorflow()
     tf.get_logger().setLevel("ERROR")  # each timed fit traces anew: expected, not news
     command = args[0]
@@ -471,10 +487,9 @@ def _benchmark(fv, args):
             fv.output_dir, fv.data_dir, fv.dataset, fv.epochs, fv.end_to_end, tuple(fv.models)
         )
     elif command == "scaling":
-        widths, depths = _positive_ints("widths", fv.widths), _positive_ints("depths", fv.depths)
-        run_scaling_benchmark(fv.output_dir, widths, depths, fv.steps)
+        run_scaling_benchmark(fv.output_dir, lists["widths"], lists["depths"], fv.steps)
     else:
-        run_matmul_benchmark(fv.output_dir, _positive_ints("sizes", fv.sizes), fv.bandwidth_mb)
+        run_matmul_benchmark(fv.output_dir, lists["sizes"], fv.bandwidth_mb)
     print(f"\nresults in {fv.output_dir}/{command}.json and {command}.png")
     return 0
 

@@ -22,7 +22,7 @@ import optuna
 from absl import flags
 from matplotlib.figure import Figure
 
-from keras_mlp import cli
+from keras_mlp import cli, run_dir
 from keras_mlp.config import RunConfig
 from keras_mlp.errors import UserError
 from keras_mlp.reporting import print_table, save_figure, write_csv, write_json
@@ -90,6 +90,16 @@ def _row(trial, config):
     }
 
 
+def _replacing_another_best(config):
+    """`config`, set to overwrite the retrain of an earlier best configuration (a
+    continued study can find a new best) that its model_dir holds."""
+    try:
+        run_dir.inspect(config.model_dir, config)
+    except UserError:
+        return dataclasses.replace(config, overwrite=True)
+    return config
+
+
 def run_search(
     search_dir,
     base,
@@ -119,6 +129,8 @@ def run_search(
             min_resource=1, max_resource=max_epochs, reduction_factor=3
         ),
     )
+    # A continued study draws on from where it stopped, not the first proposals again.
+    study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials))
 
     def objective(trial):
         config = suggest_config(trial, base, max_epochs, list(widths), list(optimizers))
@@ -143,7 +155,7 @@ def run_search(
         RunConfig(**configs[best.number]), validation_split=0.0, model_dir=str(search_dir / "best")
     )
     keras.backend.clear_session()
-    history = train(best_config, verbose=False).history
+    history = train(_replacing_another_best(best_config), verbose=False).history
     report = {
         "best_trial": best.number,
         "best_validation_accuracy": best.value,
@@ -228,7 +240,12 @@ def _search(flag_values, args):
         raise UserError(
             f"--optimizers takes sgd and/or adam. Received: {','.join(flag_values.optimizers)}"
         )
-    widths = cli.int_list("widths", flag_values.widths)
+    widths = cli.int_list("--widths", flag_values.widths)
+    if not widths or min(widths) < 1:
+        raise UserError(
+            "--widths expects comma-separated positive integers. "
+            f"Received: {','.join(flag_values.widths)!r}"
+        )
     cli.quiet_tensorflow()
     run_search(
         flag_values.search_dir,

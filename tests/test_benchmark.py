@@ -1,80 +1,340 @@
-"""The benchmark tool runs each command on tiny sizes and writes its table, JSON and plot.
-(Speed itself is never asserted: these machines are shared and noisy.)"""
+"""The benchmark tool: its FLOP count against an independent count, the arithmetic
+of every rate, its baselines doing the same work, bad input, and (slow) each command
+on tiny sizes with its table and JSON agreeing.
+
+Speed itself is never asserted: these machines are shared and noisy.
+"""
 
 import json
-from pathlib import Path
+import math
+import os
+import re
+import statistics
+import types
 
+import keras
+import numpy as np
+import pytest
 import tensorflow as tf
-from cli_util import REPO, error_lines, run_train
+from cli_util import error_lines, run_main
 
+from keras_mlp import benchmark
 from keras_mlp.benchmark import mlp_epoch_flops
+from keras_mlp.models import build_model
 
-BENCHMARK = REPO / "scripts" / "benchmark.py"
 PNG = b"\x89PNG\r\n\x1a\n"
+# Synthetic data: 2000 training and 500 test images of 12x12 in 5 classes. Batches of
+# 256: 7 full batches an epoch, 1792 examples (the Trainer drops the partial batch).
+SYNTHETIC_TRAINED = 7 * 256
 
 
-class BenchmarkTest(tf.test.TestCase):
-    def setUp(self):
-        super().setUp()
-        self.out = Path(self.get_temp_dir()) / "results"
+# --- FLOPs --------------------------------------------------------------------------------
 
-    def run_command(self, *args):
-        result = run_train(*args, f"--output_dir={self.out}", script=BENCHMARK, timeout=300)
-        self.assertEqual(result.returncode, 0, result.stderr)
-        return result
 
-    def test_train_compares_ours_with_keras_fit(self):
-        result = self.run_command(
-            "train", "--dataset=synthetic", "--epochs=1", "--models=concise", "--noend_to_end"
+def test_seed_mlp_epoch_flops_by_hand():
+    # 784 -> 256 -> 10; per example forward 2*(784*256 + 256*10) = 406,528 FLOPs; backward
+    # the weight gradients (406,528) and the second layer's input gradient 2*256*10 =
+    # 5,120 (the first layer's is not needed); 234 full batches of 256 = 59,904 trained
+    # examples; 10,000 validated.
+    assert mlp_epoch_flops(784, (256,), 10, 60000, 10000, 256) == (
+        59904 * (406528 + 406528 + 5120) + 10000 * 406528
+    )
+    assert mlp_epoch_flops(784, (256,), 10, 60000, 10000, 256) == 53_077_295_104
+
+
+def _matmul_flops(function, *specs):
+    """2*m*k*n summed over the MatMul ops TensorFlow traces for `function`."""
+    graph = tf.function(function).get_concrete_function(*specs).graph
+    kinds = {op.type for op in graph.get_operations()}
+    assert not kinds & {"BatchMatMulV2", "BatchMatMulV3", "Einsum"}, kinds  # all are MatMul
+    total = 0
+    for op in graph.get_operations():
+        if op.type == "MatMul":
+            a, b = (tuple(t.shape) for t in op.inputs)
+            m, k = (a[1], a[0]) if op.get_attr("transpose_a") else a
+            n = b[0] if op.get_attr("transpose_b") else b[1]
+            total += 2 * m * k * n
+    return total
+
+
+@pytest.mark.parametrize(
+    "model_name, input_shape, hidden_units, num_classes",
+    [
+        ("concise", (28, 28), (256,), 10),
+        ("scratch", (28, 28), (256,), 10),
+        ("concise", (12, 12), (32, 16), 5),
+        ("scratch", (9, 7), (64, 32, 16), 3),
+    ],
+)
+def test_epoch_flops_equal_the_matmuls_tensorflow_runs(
+    model_name, input_shape, hidden_units, num_classes
+):
+    """The formula against what TensorFlow actually multiplies: the MatMuls of a traced
+    training step (forward and the gradients the tape needs) and of a forward pass."""
+    model = build_model(model_name, input_shape, num_classes, hidden_units=hidden_units)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    batch = 8
+    images = tf.TensorSpec((batch, *input_shape), tf.float32)
+    labels = tf.TensorSpec((batch,), tf.int32)
+
+    def train_step(x, y):
+        with tf.GradientTape() as tape:
+            value = loss(y, model(x, training=True))
+        return tape.gradient(value, model.trainable_variables)
+
+    train_per_example = _matmul_flops(train_step, images, labels) / batch
+    forward_per_example = _matmul_flops(lambda x: model(x, training=False), images) / batch
+    # The forward pass is also 2 FLOPs per kernel weight (the model's own kernels).
+    kernels = [w for w in model.trainable_weights if len(w.shape) == 2]
+    assert len(kernels) == len(hidden_units) + 1
+    assert forward_per_example == sum(2 * math.prod(k.shape) for k in kernels)
+
+    num_train, num_val, batch_size = 1000, 300, 64
+    trained = 15 * 64  # 15 full batches of 64 in 1000 examples
+    assert mlp_epoch_flops(
+        math.prod(input_shape), hidden_units, num_classes, num_train, num_val, batch_size
+    ) == (trained * train_per_example + num_val * forward_per_example)
+
+
+# --- the rates' arithmetic ------------------------------------------------------------------
+
+
+def test_rates_are_the_work_over_the_timed_seconds(monkeypatch):
+    timed = []
+
+    def best_seconds(run, min_seconds=0.2, repeats=3):
+        timed.append(run())
+        return 0.25
+
+    monkeypatch.setattr(benchmark, "_best_seconds", best_seconds)
+    assert benchmark.matmul_gflops(50, "numpy") == 2 * 50**3 / 0.25 / 1e9
+    assert benchmark.matmul_gflops(60, "tensorflow") == 2 * 60**3 / 0.25 / 1e9
+    assert benchmark.copy_gbps(2) == 2 * (2 * 2**20) / 0.25 / 1e9  # bytes read + written
+    # What was timed: a 50x50 product in NumPy, a 60x60 one in TensorFlow (summed, so
+    # that reading the result waits for it).
+    assert np.shape(timed[0]) == (50, 50)
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((60, 60), dtype=np.float32) for _ in range(2))
+    assert float(timed[1]) == pytest.approx(float(np.sum(a @ b)), rel=1e-4)
+
+
+def test_best_seconds_is_the_fastest_repeat_per_call_without_the_warm_up(monkeypatch):
+    clock = types.SimpleNamespace(now=0.0)
+    # The warm-up call, then 3 repeats (binary fractions: exact sums).
+    costs = iter([4.0, 0.125, 0.125, 0.5, *[0.0625] * 4, 99.0])
+
+    def run():
+        clock.now += next(costs)
+
+    monkeypatch.setattr(benchmark, "time", types.SimpleNamespace(perf_counter=lambda: clock.now))
+    # Each repeat calls until 0.25 s have passed: 2 calls of 0.125 s, 1 call of 0.5 s,
+    # 4 calls of 0.0625 s -> the best is 0.0625 s per call; the warm-up's 4 s is not timed.
+    assert benchmark._best_seconds(run, min_seconds=0.25, repeats=3) == 0.0625
+    assert next(costs) == 99.0  # no call more than that
+
+
+def test_steady_epoch_is_the_median_after_the_warm_up_epoch():
+    assert benchmark._steady([9.0, 1.0, 3.0, 2.0]) == 2.0
+    assert benchmark._steady([9.0, 1.0, 2.0]) == 1.5
+    assert benchmark._steady([4.0]) == 4.0
+
+
+# --- the baselines do the same work ---------------------------------------------------------
+
+
+def test_both_measurements_train_the_same_examples_and_learn(monkeypatch):
+    fits = []
+    real_fit = keras.Model.fit
+
+    def recording_fit(self, x=None, y=None, **kwargs):
+        fits.append((len(x), len(y), kwargs["batch_size"], len(kwargs["validation_data"][0])))
+        return real_fit(self, x, y, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "fit", recording_fit)
+    records = {
+        implementation: benchmark.measure(implementation, "concise", None, "synthetic", 2)
+        for implementation in ("ours", "keras_fit")
+    }
+    # Plain fit gets exactly the examples our Trainer trains per epoch (full batches).
+    assert fits == [(SYNTHETIC_TRAINED, SYNTHETIC_TRAINED, 256, 500)]
+    for implementation, record in records.items():
+        assert record["implementation"] == implementation
+        assert record["trained_examples_per_epoch"] == SYNTHETIC_TRAINED
+        assert record["flops_per_epoch"] == mlp_epoch_flops(144, (256,), 5, 2000, 500, 256)
+        assert len(record["epoch_seconds"]) == 2
+        assert record["val_accuracy"] > 0.5, record  # chance is 0.2: both really trained
+
+
+# --- bad input ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ([], "give one command: train, scaling, matmul"),
+        (["fly"], "give one command: train, scaling, matmul. Received: ['fly']"),
+        (["train", "matmul"], "give one command"),
+        (["matmul", "--sizes=0"], "--sizes expects comma-separated positive integers"),
+        (["matmul", "--sizes=8,x"], "--sizes expects comma-separated"),
+        (["matmul", "--bandwidth_mb=0"], "--bandwidth_mb=0 must be a positive integer"),
+        (["scaling", "--depths=1,-2"], "--depths expects comma-separated positive integers"),
+        (["scaling", "--steps=0"], "--steps=0 must be a positive integer"),
+        (["train", "--models=concise,big"], "--models: 'big' is not known"),
+        (["train", "--epochs=0"], "--epochs=0 must be a positive integer"),
+        (["train", "--dataset=mnist"], "flag --dataset=mnist: value should be one of"),
+        (["train", "--epochs=two"], "flag --epochs=two:"),
+    ],
+)
+def test_bad_input_is_one_error_line_exit_2_and_writes_nothing(tmp_path, args, message):
+    out = tmp_path / "results"
+    result = run_main(benchmark.main, *args, f"--output_dir={out}")
+    assert result.returncode == 2, result
+    assert "Traceback" not in result.stderr
+    assert len(error_lines(result)) == 1, result.stderr
+    assert message in error_lines(result)[0]
+    assert not out.exists()
+
+
+# --- the commands, with table and JSON agreeing (slow: real timing runs) ---------------------
+
+
+def _table(stdout, title, num_rows):
+    """The header and the `num_rows` rows (lists of cells) of the table printed under
+    the line starting with `title`."""
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(title))
+    assert set(lines[start + 2].replace(" ", "")) == {"-"}  # the rule under the header
+    return lines[start + 1].split(), [
+        line.split() for line in lines[start + 3 : start + 3 + num_rows]
+    ]
+
+
+def _number(cell):
+    return float(cell.replace(",", "").rstrip("%"))
+
+
+@pytest.mark.slow
+def test_train_command_figures_agree_with_each_other(tmp_path):
+    out = tmp_path / "results"
+    result = run_main(
+        benchmark.main,
+        "train",
+        "--dataset=synthetic",
+        "--epochs=2",
+        "--models=concise",
+        "--noend_to_end",
+        f"--output_dir={out}",
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "train.json").read_text())
+    rows = {r["implementation"]: r for r in report["results"]}
+    assert set(rows) == {"ours", "keras_fit"}
+    limit = report["matmul_limit_gflops"]
+    best_limit = max(limit["tensorflow"], limit["numpy"])
+    flops = mlp_epoch_flops(144, (256,), 5, 2000, 500, 256)
+    for r in rows.values():
+        assert r["model"] == "concise"
+        assert len(r["epoch_seconds"]) == 3  # the warm-up epoch and two measured
+        steady = statistics.median(r["epoch_seconds"][1:])
+        assert r["steady_epoch_seconds"] == steady
+        assert r["trained_examples_per_epoch"] == SYNTHETIC_TRAINED
+        assert r["examples_per_second"] == pytest.approx(SYNTHETIC_TRAINED / steady, rel=1e-12)
+        assert r["flops_per_epoch"] == flops
+        assert r["efficiency"] == pytest.approx(flops / (steady * best_limit * 1e9), rel=1e-12)
+        assert r["val_accuracy"] > 0.5  # both trained (chance: 0.2)
+        assert 100 < r["peak_rss_mib"] < 64 * 1024  # a TensorFlow process, in MiB
+    assert rows["ours"]["ratio_to_keras_fit"] == pytest.approx(
+        rows["ours"]["steady_epoch_seconds"] / rows["keras_fit"]["steady_epoch_seconds"],
+        rel=1e-12,
+    )
+    assert report["machine"]["cpus"] == os.cpu_count()
+    assert report["machine"]["tensorflow"] == tf.__version__
+
+    # The printed table shows the same figures (to its precision).
+    header, table = _table(result.stdout, "train: steady-state epoch", 2)
+    assert header == [
+        "model",
+        "implementation",
+        "s/epoch",
+        "examples/s",
+        "x",
+        "keras_fit",
+        "efficiency",
+        "peak",
+        "MiB",
+        "val_acc",
+    ]
+    assert [row[:2] for row in table] == [["concise", "ours"], ["concise", "keras_fit"]]
+    for row in table:
+        r = rows[row[1]]
+        seconds, examples, ratio, efficiency, peak, accuracy = map(_number, row[2:])
+        assert seconds == pytest.approx(r["steady_epoch_seconds"], abs=0.0005)
+        assert examples == pytest.approx(r["examples_per_second"], abs=0.5)
+        assert ratio == pytest.approx(r["ratio_to_keras_fit"], abs=0.005)
+        assert efficiency == pytest.approx(100 * r["efficiency"], abs=0.5)
+        assert peak == pytest.approx(r["peak_rss_mib"], abs=0.5)
+        assert accuracy == pytest.approx(r["val_accuracy"], abs=0.00005)
+    limits = re.search(r"TensorFlow (\d+) GFLOP/s, NumPy (\d+) GFLOP/s", result.stdout)
+    assert float(limits[1]) == pytest.approx(limit["tensorflow"], abs=0.5)
+    assert float(limits[2]) == pytest.approx(limit["numpy"], abs=0.5)
+    assert (out / "train.png").read_bytes()[:8] == PNG
+
+
+@pytest.mark.slow
+def test_scaling_command_compares_scratch_with_concise(tmp_path):
+    out = tmp_path / "results"
+    result = run_main(
+        benchmark.main,
+        "scaling",
+        "--widths=8,16",
+        "--depths=1,2",
+        "--steps=2",
+        f"--output_dir={out}",
+    )
+    assert result.returncode == 0, result.stderr
+    records = json.loads((out / "scaling.json").read_text())["results"]
+    assert [(r["kind"], r["value"], r["hidden_units"]) for r in records] == [
+        ("width", 8, [8]),
+        ("width", 16, [16]),
+        ("depth", 1, [256]),
+        ("depth", 2, [256, 256]),
+    ]
+    _, table = _table(result.stdout, "scaling: ms per training step", 4)
+    assert [row[:2] for row in table] == [
+        ["width", "8"],
+        ["width", "16"],
+        ["depth", "1"],
+        ["depth", "2"],
+    ]
+    for r, row in zip(records, table, strict=True):
+        assert r["scratch_over_concise"] == pytest.approx(
+            r["scratch_ms_per_step"] / r["concise_ms_per_step"], rel=1e-12
         )
-        self.assertIn("x keras_fit", result.stdout)
-        report = json.loads((self.out / "train.json").read_text())
-        implementations = {r["implementation"]: r for r in report["results"]}
-        self.assertEqual(set(implementations), {"ours", "keras_fit"})
-        self.assertEqual(implementations["keras_fit"]["ratio_to_keras_fit"], 1.0)
-        for r in report["results"]:
-            self.assertLen(r["epoch_seconds"], 2)  # the warm-up epoch and one measured
-            self.assertGreater(r["peak_rss_mib"], 0)
-            self.assertGreater(r["efficiency"], 0)
-        self.assertGreater(report["matmul_limit_gflops"]["tensorflow"], 0)
-        self.assertEqual((self.out / "train.png").read_bytes()[:8], PNG)
-
-    def test_scaling_compares_scratch_with_concise(self):
-        result = self.run_command("scaling", "--widths=8,16", "--depths=1,2", "--steps=2")
-        self.assertIn("scratch/concise", result.stdout)
-        records = json.loads((self.out / "scaling.json").read_text())["results"]
-        self.assertEqual(
-            [(r["kind"], r["value"]) for r in records],
-            [("width", 8), ("width", 16), ("depth", 1), ("depth", 2)],
-        )
-        self.assertEqual(records[3]["hidden_units"], [256, 256])
-        self.assertEqual((self.out / "scaling.png").read_bytes()[:8], PNG)
-
-    def test_matmul_measures_each_size_and_bandwidth(self):
-        result = self.run_command("matmul", "--sizes=64,65", "--bandwidth_mb=4")
-        self.assertIn("memory bandwidth", result.stdout)
-        report = json.loads((self.out / "matmul.json").read_text())
-        self.assertEqual([r["n"] for r in report["results"]], [64, 65])
-        self.assertGreater(report["copy_gbps"], 0)
-        self.assertEqual((self.out / "matmul.png").read_bytes()[:8], PNG)
-
-    def test_bad_commands_are_one_line_errors(self):
-        for args, message in [
-            (["fly"], "give one command: train, scaling, matmul"),
-            (["matmul", "--sizes=0"], "--sizes expects comma-separated positive integers"),
-        ]:
-            result = run_train(*args, f"--output_dir={self.out}", script=BENCHMARK)
-            self.assertEqual(result.returncode, 2)
-            self.assertNotIn("Traceback", result.stderr)
-            self.assertRegex(error_lines(result)[0], message)
-
-    def test_flop_count_of_the_seed_mlp(self):
-        # Forward 2*784*256 + 2*256*10 per example; backward: weight grads of both
-        # layers plus the input gradient of the second; 234 full batches of 256.
-        per_example = 2 * (784 * 256 + 256 * 10)
-        expected = 59904 * (2 * per_example + 2 * 256 * 10) + 10000 * per_example
-        self.assertEqual(mlp_epoch_flops(784, (256,), 10, 60000, 10000, 256), expected)
+        concise, scratch, ratio = map(float, row[2:])
+        assert concise == pytest.approx(r["concise_ms_per_step"], abs=0.005)
+        assert scratch == pytest.approx(r["scratch_ms_per_step"], abs=0.005)
+        assert ratio == pytest.approx(r["scratch_over_concise"], abs=0.005)
+    assert (out / "scaling.png").read_bytes()[:8] == PNG
 
 
-if __name__ == "__main__":
-    tf.test.main()
+def test_matmul_command_measures_each_size_and_bandwidth(tmp_path):
+    out = tmp_path / "results"
+    result = run_main(
+        benchmark.main, "matmul", "--sizes=64,65", "--bandwidth_mb=4", f"--output_dir={out}"
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "matmul.json").read_text())
+    assert [r["n"] for r in report["results"]] == [64, 65]
+    assert report["tensorflow_device"] == (
+        "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
+    )
+    _, table = _table(result.stdout, "matmul: n x n float32", 2)
+    assert [row[0] for row in table] == ["64", "65"]
+    for r, row in zip(report["results"], table, strict=True):
+        assert float(row[1]) == pytest.approx(r["tensorflow_gflops"], abs=0.05)
+        assert float(row[2]) == pytest.approx(r["numpy_gflops"], abs=0.05)
+    bandwidth = re.search(
+        r"memory bandwidth \(NumPy copy of 4 MiB, read \+ write\): ([\d.]+) GB/s", result.stdout
+    )
+    assert float(bandwidth[1]) == pytest.approx(report["copy_gbps"], abs=0.05)
+    assert (out / "matmul.png").read_bytes()[:8] == PNG
