@@ -184,19 +184,14 @@ def _save_figure(fig, path):
     save_figure(fig, path)
 
 
-def run_train_benchmark(
-    output_dir, data_dir, dataset, epochs, end_to_end, models=("concise", "scratch")
-):
-    """Ours vs plain Keras fit per model, the matmul limit, efficiency and peak memory."""
-    script = ["-m", "keras_mlp.benchmark"]
-    data_flags = [f"--dataset={dataset}"] + ([f"--data_dir={data_dir}"] if data_dir else [])
+def _measure_each(models, epochs, data_flags):
+    """One `measure` process per (model, implementation), so that peak memory is its own."""
     results = []
     for model_name in models:
         for implementation in ("ours", "keras_fit"):
             out, _ = _run_in_subprocess(
                 [
-                    *script,
-                    "measure",
+                    *("-m", "keras_mlp.benchmark", "measure"),
                     f"--implementation={implementation}",
                     f"--model={model_name}",
                     f"--epochs={epochs + 1}",
@@ -204,12 +199,12 @@ def run_train_benchmark(
                 ]
             )
             results.append(json.loads(out.strip().splitlines()[-1]))
-    limit = {
-        lib: max(matmul_gflops(n, lib) for n in (1024, 2048, 4096))
-        for lib in ("tensorflow", "numpy")
-    }
-    best_limit = max(limit.values())
-    rows, by_key = [], {}
+    return results
+
+
+def _add_figures(results, best_limit):
+    """Steady seconds, examples/s, efficiency and the ratio to Keras fit, per result."""
+    by_key = {}
     for r in results:
         r["steady_epoch_seconds"] = _steady(r["epoch_seconds"])
         r["examples_per_second"] = r["trained_examples_per_epoch"] / r["steady_epoch_seconds"]
@@ -218,18 +213,69 @@ def run_train_benchmark(
     for r in results:
         baseline = by_key[r["model"], "keras_fit"]["steady_epoch_seconds"]
         r["ratio_to_keras_fit"] = r["steady_epoch_seconds"] / baseline
-        rows.append(
-            [
-                r["model"],
-                r["implementation"],
-                f"{r['steady_epoch_seconds']:.3f}",
-                f"{r['examples_per_second']:,.0f}",
-                f"{r['ratio_to_keras_fit']:.2f}",
-                f"{100 * r['efficiency']:.0f}%",
-                f"{r['peak_rss_mib']:.0f}",
-                f"{r['val_accuracy']:.4f}",
-            ]
+    return by_key
+
+
+def _print_train_report(report, epochs):
+    rows = [
+        [
+            r["model"],
+            r["implementation"],
+            f"{r['steady_epoch_seconds']:.3f}",
+            f"{r['examples_per_second']:,.0f}",
+            f"{r['ratio_to_keras_fit']:.2f}",
+            f"{100 * r['efficiency']:.0f}%",
+            f"{r['peak_rss_mib']:.0f}",
+            f"{r['val_accuracy']:.4f}",
+        ]
+        for r in report["results"]
+    ]
+    header = ["model", "implementation", "s/epoch", "examples/s", "x keras_fit", "efficiency"]
+    print_table(
+        f"train: steady-state epoch (train + validation, median of epochs 2..{epochs + 1}), batch 256",
+        [*header, "peak MiB", "val_acc"],
+        rows,
+    )
+    limit = report["matmul_limit_gflops"]
+    print(
+        f"matmul limit (best of n=1024/2048/4096): TensorFlow {limit['tensorflow']:.0f} GFLOP/s, "
+        f"NumPy {limit['numpy']:.0f} GFLOP/s; efficiency = epoch FLOPs / (s/epoch x "
+        f"{max(limit.values()):.0f} GFLOP/s)"
+    )
+    if "scratch_over_concise" in report:
+        print(f"scratch / concise (ours): {report['scratch_over_concise']:.2f}")
+    if "end_to_end_seconds" in report:
+        e2e = report["end_to_end_seconds"]
+        print(
+            f"end to end, 10 epochs incl. start-up: train.py {e2e['train_py']:.1f}s, "
+            f"keras fit script {e2e['keras_fit_script']:.1f}s"
         )
+
+
+def _plot_train(path, results, best_limit, num_models):
+    fig = Figure(figsize=(6, 3.5))
+    ax = fig.subplots()
+    labels = [f"{r['model']}\n{r['implementation']}" for r in results]
+    ax.bar(labels, [r["steady_epoch_seconds"] for r in results], color=["C0", "C1"] * num_models)
+    floor = results[0]["flops_per_epoch"] / (best_limit * 1e9)
+    ax.axhline(floor, color="k", ls="--", label=f"matmul limit ({floor:.2f}s)")
+    ax.set_ylabel("seconds per epoch")
+    ax.legend()
+    _save_figure(fig, path)
+
+
+def run_train_benchmark(
+    output_dir, data_dir, dataset, epochs, end_to_end, models=("concise", "scratch")
+):
+    """Ours vs plain Keras fit per model, the matmul limit, efficiency and peak memory."""
+    data_flags = [f"--dataset={dataset}"] + ([f"--data_dir={data_dir}"] if data_dir else [])
+    results = _measure_each(models, epochs, data_flags)
+    limit = {
+        lib: max(matmul_gflops(n, lib) for n in (1024, 2048, 4096))
+        for lib in ("tensorflow", "numpy")
+    }
+    best_limit = max(limit.values())
+    by_key = _add_figures(results, best_limit)
     report = {"results": results, "matmul_limit_gflops": limit, "machine": _machine()}
     if "concise" in models and "scratch" in models:
         report["scratch_over_concise"] = (
@@ -238,42 +284,9 @@ def run_train_benchmark(
         )
     if end_to_end:
         report["end_to_end_seconds"] = _end_to_end(data_flags)
-    print_table(
-        f"train: steady-state epoch (train + validation, median of epochs 2..{epochs + 1}), batch 256",
-        [
-            "model",
-            "implementation",
-            "s/epoch",
-            "examples/s",
-            "x keras_fit",
-            "efficiency",
-            "peak MiB",
-            "val_acc",
-        ],
-        rows,
-    )
-    print(
-        f"matmul limit (best of n=1024/2048/4096): TensorFlow {limit['tensorflow']:.0f} GFLOP/s, "
-        f"NumPy {limit['numpy']:.0f} GFLOP/s; efficiency = epoch FLOPs / (s/epoch x {best_limit:.0f} GFLOP/s)"
-    )
-    if "scratch_over_concise" in report:
-        print(f"scratch / concise (ours): {report['scratch_over_concise']:.2f}")
-    if end_to_end:
-        e2e = report["end_to_end_seconds"]
-        print(
-            f"end to end, 10 epochs incl. start-up: train.py {e2e['train_py']:.1f}s, "
-            f"keras fit script {e2e['keras_fit_script']:.1f}s"
-        )
+    _print_train_report(report, epochs)
     write_json(Path(output_dir) / "train.json", report)
-    fig = Figure(figsize=(6, 3.5))
-    ax = fig.subplots()
-    labels = [f"{r['model']}\n{r['implementation']}" for r in results]
-    ax.bar(labels, [r["steady_epoch_seconds"] for r in results], color=["C0", "C1"] * len(models))
-    floor = results[0]["flops_per_epoch"] / (best_limit * 1e9)
-    ax.axhline(floor, color="k", ls="--", label=f"matmul limit ({floor:.2f}s)")
-    ax.set_ylabel("seconds per epoch")
-    ax.legend()
-    _save_figure(fig, Path(output_dir) / "train.png")
+    _plot_train(Path(output_dir) / "train.png", results, best_limit, len(models))
     return report
 
 
@@ -339,6 +352,12 @@ def run_scaling_benchmark(output_dir, widths, depths, steps, batch_size=256):
         rows,
     )
     write_json(Path(output_dir) / "scaling.json", {"results": records, "machine": _machine()})
+    _plot_scaling(Path(output_dir) / "scaling.png", records)
+    return records
+
+
+def _plot_scaling(path, records):
+    """Time per step (top) and scratch / concise (bottom), by width (left) and depth (right)."""
     fig = Figure(figsize=(9, 6))
     axes = fig.subplots(2, 2, sharex="col")
     for column, kind in enumerate(("width", "depth")):
@@ -358,8 +377,7 @@ def run_scaling_benchmark(output_dir, widths, depths, steps, batch_size=256):
     axes[0, 0].set_ylabel("ms per step")
     axes[1, 0].set_ylabel("scratch / concise")
     axes[0, 0].legend()
-    _save_figure(fig, Path(output_dir) / "scaling.png")
-    return records
+    _save_figure(fig, path)
 
 
 def run_matmul_benchmark(output_dir, sizes, bandwidth_mb):

@@ -100,6 +100,45 @@ def _replacing_another_best(config):
     return config
 
 
+def _open_study(search_dir, max_epochs, seed):
+    """The stored study in `search_dir` (new or continued): TPE sampling, Hyperband pruning."""
+    study = optuna.create_study(
+        study_name="keras_mlp",
+        storage=f"sqlite:///{search_dir / 'study.db'}",
+        load_if_exists=True,
+        direction="maximize",
+        pruner=optuna.pruners.HyperbandPruner(
+            min_resource=1, max_resource=max_epochs, reduction_factor=3
+        ),
+    )
+    # A continued study draws on from where it stopped, not the first proposals again.
+    study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials))
+    return study
+
+
+def _retrain_best(study, search_dir):
+    """The best trial's config retrained on the whole training set: `(config, test accuracy)`."""
+    saved = study.best_trial.user_attrs["config"]
+    config = dataclasses.replace(
+        RunConfig(**saved), validation_split=0.0, model_dir=str(search_dir / "best")
+    )
+    keras.backend.clear_session()
+    history = train(_replacing_another_best(config), verbose=False).history
+    return config, history["val_accuracy"][-1]
+
+
+def _print_report(rows, best, test_accuracy):
+    columns = ("trial", "status", "optimizer", "learning_rate", "epochs", "epochs_run", "depth")
+    columns += ("width",)
+    print_table(
+        "search trials, best first (val_accuracy on the held-out split, at the last epoch run):",
+        [*columns, "val_accuracy"],
+        [[*(r[c] for c in columns), f"{r['val_accuracy']:.4f}"] for r in rows],
+    )
+    print(f"\nbest: trial-{best.number:03d} {best.params}, validation accuracy {best.value:.4f}")
+    print(f"retrained on the whole training set: test accuracy {test_accuracy:.4f}")
+
+
 def run_search(
     search_dir,
     base,
@@ -119,18 +158,7 @@ def run_search(
     search_dir = Path(search_dir)
     search_dir.mkdir(parents=True, exist_ok=True)
     write_hparams_experiment(search_dir, SEARCHED)
-    study = optuna.create_study(
-        study_name="keras_mlp",
-        storage=f"sqlite:///{search_dir / 'study.db'}",
-        load_if_exists=True,
-        direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=seed),
-        pruner=optuna.pruners.HyperbandPruner(
-            min_resource=1, max_resource=max_epochs, reduction_factor=3
-        ),
-    )
-    # A continued study draws on from where it stopped, not the first proposals again.
-    study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials))
+    study = _open_study(search_dir, max_epochs, seed)
 
     def objective(trial):
         config = suggest_config(trial, base, max_epochs, list(widths), list(optimizers))
@@ -145,47 +173,23 @@ def run_search(
     finished = sum(t.state.is_finished() for t in study.trials)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study.optimize(objective, n_trials=max(num_trials - finished, 0), show_progress_bar=verbose)
-    configs = {t.number: t.user_attrs.get("config") for t in study.trials}
     rows = sorted(
-        (_row(t, configs[t.number]) for t in study.trials if configs.get(t.number)),
+        (_row(t, t.user_attrs["config"]) for t in study.trials if t.user_attrs.get("config")),
         key=lambda r: -r["val_accuracy"],
     )
-    best = study.best_trial
-    best_config = dataclasses.replace(
-        RunConfig(**configs[best.number]), validation_split=0.0, model_dir=str(search_dir / "best")
-    )
-    keras.backend.clear_session()
-    history = train(_replacing_another_best(best_config), verbose=False).history
+    best_config, test_accuracy = _retrain_best(study, search_dir)
     report = {
-        "best_trial": best.number,
-        "best_validation_accuracy": best.value,
+        "best_trial": study.best_trial.number,
+        "best_validation_accuracy": study.best_trial.value,
         "best_config": best_config.to_dict(),
-        "test_accuracy": history["val_accuracy"][-1],
+        "test_accuracy": test_accuracy,
         "trials": rows,
     }
     write_json(search_dir / "best.json", report)
     write_csv(search_dir / "results.csv", rows, list(rows[0]))
     _plot(search_dir / "results.png", rows)
     if verbose:
-        columns = (
-            "trial",
-            "status",
-            "optimizer",
-            "learning_rate",
-            "epochs",
-            "epochs_run",
-            "depth",
-            "width",
-        )
-        print_table(
-            "search trials, best first (val_accuracy on the held-out split, at the last epoch run):",
-            [*columns, "val_accuracy"],
-            [[*(r[c] for c in columns), f"{r['val_accuracy']:.4f}"] for r in rows],
-        )
-        print(
-            f"\nbest: trial-{best.number:03d} {best.params}, validation accuracy {best.value:.4f}"
-        )
-        print(f"retrained on the whole training set: test accuracy {report['test_accuracy']:.4f}")
+        _print_report(rows, study.best_trial, test_accuracy)
     return report
 
 
