@@ -7,6 +7,7 @@ it in-process.
 """
 
 import dataclasses
+import os
 import re
 import sys
 
@@ -70,6 +71,43 @@ def _error(message, status):
     return status
 
 
+def _flagfile_names(args):
+    """The files that `--flagfile=FILE` (or `--flagfile FILE`) in `args` name, before `--`."""
+    args = list(args)
+    for i, arg in enumerate(args):
+        if arg == "--":
+            return
+        if arg.startswith(("--flagfile=", "-flagfile=")):
+            yield arg.split("=", 1)[1]
+        elif arg in ("--flagfile", "-flagfile") and i + 1 < len(args):
+            yield args[i + 1]
+
+
+def check_flagfiles(args, flag_values, seen=()):
+    """Refuses a flagfile line that names a non-boolean flag without `=value`: absl
+    would take the next argument (a flag on the command line, or the file's next
+    line) as its value. Files that cannot be read are left to absl to report."""
+    for name in _flagfile_names(args):
+        path = os.path.expanduser(name)
+        if not name or path in seen:
+            continue
+        try:
+            with open(path) as f:
+                lines = f.read().splitlines()
+        except (OSError, UnicodeDecodeError):
+            continue
+        for number, line in enumerate(lines, 1):
+            line = line.strip()
+            if line.startswith(("--flagfile", "-flagfile")):
+                check_flagfiles([line], flag_values, (*seen, path))
+            elif line.startswith("-") and "=" not in line:
+                flag = line.lstrip("-")
+                if flag in flag_values and not flag_values[flag].boolean:
+                    raise UserError(
+                        f"{name}, line {number}: --{flag} has no value; write --{flag}=VALUE"
+                    )
+
+
 def run_tool(body, define_flags, doc, argv=None):
     """Parses `argv` with the flags `define_flags(flag_values)` declares, runs
     `body(flag_values, positional_args)` and returns the exit status.
@@ -82,8 +120,9 @@ def run_tool(body, define_flags, doc, argv=None):
     define_flags(flag_values)
     flags.DEFINE_boolean("help", False, "Show this help and exit.", flag_values=flag_values)
     try:
+        check_flagfiles(argv[1:], flag_values)
         rest = flag_values(argv)
-    except flags.Error as e:  # absl prefixes some messages with its own "ERROR::"
+    except (flags.Error, UserError) as e:  # absl prefixes some messages with "ERROR::"
         return _error(str(e).removeprefix("ERROR:: "), EXIT_BAD_INPUT)
     if flag_values.help:
         print(f"{doc.strip()}\n\nflags:\n{flag_values.get_help()}")

@@ -7,6 +7,7 @@ scale them to float32 in [0, 1].
 
 import dataclasses
 import gzip
+import hashlib
 import os
 import struct
 import zlib
@@ -38,6 +39,12 @@ FASHION_MNIST_LABELS = (
     "Sneaker",
     "Bag",
     "Ankle boot",
+)
+
+# sha256 of Fashion-MNIST's 60000 training labels (uint8, in file order): how a
+# data_dir is recognised as Fashion-MNIST, whose class names then apply.
+FASHION_MNIST_TRAIN_LABELS_SHA256 = (
+    "657fbd221bfc9f4198cc14b5619cc33ec57c58dd0e47af4d99d6650759e869a7"
 )
 
 
@@ -141,9 +148,12 @@ def read_idx_dir(directory):
         UserError: when a file is missing, corrupt, or inconsistent with the others.
     """
     directory = Path(directory)
-    if not directory.is_dir():
-        raise UserError(f"data directory {directory} does not exist or is not a directory")
-    paths = {key: _find_idx_file(directory, name) for key, name in IDX_FILES.items()}
+    try:
+        if not directory.is_dir():
+            raise UserError(f"data directory {directory} does not exist or is not a directory")
+        paths = {key: _find_idx_file(directory, name) for key, name in IDX_FILES.items()}
+    except PermissionError as e:  # stat() of a path this user may not look into
+        raise UserError(f"data directory {directory} cannot be read ({e.strerror})") from None
     missing = [IDX_FILES[key] for key, path in paths.items() if path is None]
     if missing:
         raise UserError(f"data directory {directory} lacks {', '.join(missing)}")
@@ -250,17 +260,45 @@ def synthetic_arrays(num_train=2000, num_test=500, image_shape=(12, 12), num_cla
     return (*sample(num_train), *sample(num_test))
 
 
-def _label_names(name, data_dir, num_classes):
-    """Names from `labels.txt` beside the data, else Fashion-MNIST's, else the class index."""
+def _is_fashion_mnist(data_dir, train_labels):
+    """Whether data loaded as `fashion_mnist` really is Fashion-MNIST: found without a
+    `data_dir` (the keras cache's fashion-mnist folder or tensorflow-datasets), or a
+    `data_dir` whose training labels are Fashion-MNIST's, label for label. Another
+    10-class set in a data_dir (MNIST has the very same sizes) is not."""
+    if data_dir is None:
+        return True
+    labels = np.asarray(train_labels)
+    return (
+        labels.shape == (60000,)
+        and hashlib.sha256(labels.astype(np.uint8).tobytes()).hexdigest()
+        == FASHION_MNIST_TRAIN_LABELS_SHA256
+    )
+
+
+def _label_names(name, data_dir, train_labels):
+    """Names from `labels.txt` beside the data, else Fashion-MNIST's (for Fashion-MNIST
+    itself only), else the class index."""
+    num_classes = int(train_labels.max()) + 1
     labels_file = Path(data_dir) / "labels.txt" if data_dir else None
     if labels_file and labels_file.exists():
-        names = tuple(line.strip() for line in labels_file.read_text().splitlines() if line.strip())
+        try:
+            text = labels_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            raise UserError(
+                f"{labels_file}: cannot be read as UTF-8 text, one class name per line ({reason})"
+            ) from None
+        names = tuple(line.strip() for line in text.splitlines() if line.strip())
         if len(names) != num_classes:
             raise UserError(
                 f"{labels_file}: has {len(names)} names but the data has {num_classes} classes"
             )
         return names
-    if name == "fashion_mnist" and num_classes == len(FASHION_MNIST_LABELS):
+    if (
+        name == "fashion_mnist"
+        and num_classes == len(FASHION_MNIST_LABELS)
+        and _is_fashion_mnist(data_dir, train_labels)
+    ):
         return FASHION_MNIST_LABELS
     return tuple(str(i) for i in range(num_classes))
 
@@ -291,8 +329,8 @@ def load_dataset(
     else:
         raise UserError(f"dataset={name!r} is not known; accepted: {', '.join(DATASETS)}")
     train_x, train_y, test_x, test_y = arrays
+    label_names = _label_names(name, data_dir, train_y)
     train_y, test_y = train_y.astype(np.int32), test_y.astype(np.int32)
-    label_names = _label_names(name, data_dir, int(train_y.max()) + 1)
     check_fraction("validation_split", validation_split)
     if validation_split == 0.0:
         return Dataset(name, train_x, train_y, test_x, test_y, "test", label_names, source)

@@ -58,7 +58,7 @@ def load_images(path, shape, resize, max_images):
     """`[(name, uint8 (H, W))]` from an image file or an IDX file of images."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path}: no such file")
+        raise UserError(f"{path}: {'not a file' if path.exists() else 'no such file'}")
     if path.name.endswith(IDX_SUFFIXES):
         images = read_idx(path)
         if images.ndim != 3:
@@ -76,6 +76,8 @@ def load_images(path, shape, resize, max_images):
         raise UserError(
             f"{path}: not an image file PIL can read, nor an IDX file ({', '.join(IDX_SUFFIXES)})"
         ) from None
+    except OSError as e:  # a damaged file PIL recognised: "image file is truncated", ...
+        raise UserError(f"{path}: cannot read the image ({e})") from None
 
 
 def predict(model_dir, paths, top_k=3, resize=False, max_images=20):

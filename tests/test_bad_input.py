@@ -1,26 +1,52 @@
-"""Bad input to scripts/train.py: one clear error line, non-zero exit, no traceback,
-and nothing created or changed in the model_dir."""
+"""The bad-input matrix: every bad input to the tools, in one place.
 
+Each case is rejected with exit status 2, exactly one `error: ...` line on stderr
+(its text checked whole), no traceback, and nothing created or changed in the
+model_dir. The tools run in-process through their `main(argv)` (no TensorFlow
+start-up per case); `test_train_cli.py` runs the real processes.
+"""
+
+import contextlib
 import hashlib
 import json
+import os
+import pwd
+import re
 import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
-from cli_util import LAUNCH, REPO, error_lines, run_train
+from cli_util import CONFIGS, error_lines, run_main, tool_env
 from PIL import Image
 from test_data import write_idx_set
 
-from keras_mlp.data import load_dataset, write_idx
-
-PREDICT = REPO / "scripts" / "predict.py"
+from keras_mlp import launch, predict, train
+from keras_mlp.data import synthetic_arrays, write_idx
 
 QUICK = ("--dataset=synthetic", "--epochs=1", "--batch_size=64")
+BAD_INPUT = 2
+
+_shared = {}
 
 
-def _snapshot(directory):
+def trained_run():
+    """One finished QUICK run (with its export), trained once for this module; tests
+    that change a model_dir work on copies of it."""
+    if "run" not in _shared:
+        run = Path(tf.compat.v1.test.get_temp_dir()) / "bad_input_shared" / "run"
+        shutil.rmtree(run, ignore_errors=True)
+        result = run_main(train.main, *QUICK, f"--model_dir={run}")
+        assert result.returncode == 0, result.stderr
+        _shared["run"] = run
+    return _shared["run"]
+
+
+def snapshot(directory):
     """{relative path: sha256} of every file below `directory`."""
     return {
         str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
@@ -29,264 +55,609 @@ def _snapshot(directory):
     }
 
 
-class BadInputTest(tf.test.TestCase, parameterized.TestCase):
-    def setUp(self):
-        super().setUp()
-        self.tmp = Path(self.get_temp_dir())
+@contextlib.contextmanager
+def unprivileged():
+    """Runs the body as user `nobody` when the tests run as root (root reads any file),
+    switching back after; as any other user, as that user."""
+    if os.geteuid() != 0:
+        yield
+        return
+    os.seteuid(pwd.getpwnam("nobody").pw_uid)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
 
-    def assert_rejected(self, args, message, model_dir):
-        result = run_train(*args, f"--model_dir={model_dir}")
-        self.assertNotEqual(result.returncode, 0, result.stdout)
+
+class RejectsMixin:
+    def assert_rejected(self, result, line):
+        """Exit status 2 and `line` (a regex) as the one, whole, error line, last on stderr."""
+        self.assertEqual(result.returncode, BAD_INPUT, result.stderr + result.stdout)
         self.assertNotIn("Traceback", result.stderr)
         errors = error_lines(result)
         self.assertLen(errors, 1, result.stderr)
-        self.assertRegex(errors[0], message)
+        self.assertRegex(errors[0], f"^error: {line}$")
         self.assertEqual(result.stderr.strip().splitlines()[-1], errors[0])
 
+
+ONE_OF = "value should be one of"
+
+
+class TrainFlagsTest(tf.test.TestCase, parameterized.TestCase, RejectsMixin):
+    """Bad flags, flagfiles and settings of the train tool."""
+
+    def setUp(self):
+        super().setUp()
+        self.tmp = Path(self.get_temp_dir())
+        self.model_dir = self.tmp / "never_created"
+        shutil.rmtree(self.model_dir, ignore_errors=True)
+
+    def assert_train_rejects(self, args, line):
+        self.assert_rejected(run_main(train.main, *args, f"--model_dir={self.model_dir}"), line)
+        self.assertFalse(self.model_dir.exists())
+
     @parameterized.named_parameters(
+        # Names that are not known.
+        ("unknown_model", ["--model=big"], rf"flag --model=big: {ONE_OF} <scratch\|concise>"),
+        ("unknown_strategy", ["--strategy=tpu"], rf"flag --strategy=tpu: {ONE_OF} <default\|.*>"),
+        ("unknown_optimizer", ["--optimizer=sgdd"], rf"flag --optimizer=sgdd: {ONE_OF} <sgd\|.*>"),
+        ("unknown_activation", ["--activation=swoosh"], rf"flag --activation=swoosh: {ONE_OF} .*"),
+        ("unknown_initializer", ["--initializer=zeros"], rf"flag --initializer=zeros: {ONE_OF} .*"),
+        ("unknown_dataset", ["--dataset=cifar"], rf"flag --dataset=cifar: {ONE_OF} .*"),
+        ("unknown_dtype", ["--dtype=float8"], rf"flag --dtype=float8: {ONE_OF} <float32\|.*>"),
+        # Sizes and numbers.
+        ("zero_width", ["--hidden_units=0"], "--hidden_units=0 must be a positive integer"),
         (
-            "unknown_model",
-            ["--model=big"],
-            r"--model=big: value should be one of <scratch\|concise>",
-        ),
-        ("unknown_strategy", ["--strategy=tpu"], "--strategy=tpu: value should be one of"),
-        ("unknown_optimizer", ["--optimizer=sgdd"], "--optimizer=sgdd: value should be one of"),
-        (
-            "unknown_activation",
-            ["--activation=swoosh"],
-            "--activation=swoosh: value should be one of",
-        ),
-        ("unknown_dataset", ["--dataset=cifar"], "--dataset=cifar: value should be one of"),
-        (
-            "zero_width",
-            ["--hidden_units=0"],
-            "--hidden_units must be a positive integer. Received: 0",
+            "negative_width",
+            ["--hidden_units=64,-3"],
+            "--hidden_units=-3 must be a positive integer",
         ),
         (
             "text_width",
             ["--hidden_units=12,abc"],
-            "comma-separated positive integers. Received: '12,abc'",
+            r"hidden_units expects comma-separated integers\. Received: --hidden_units='12,abc'",
         ),
-        ("zero_batch", ["--batch_size=0"], "--batch_size must be a positive integer. Received: 0"),
-        ("negative_epochs", ["--epochs=-1"], "--epochs must be a positive integer"),
+        ("no_width", ["--hidden_units="], r"--hidden_units=\(\) needs at least one width"),
+        ("zero_batch", ["--batch_size=0"], "--batch_size=0 must be a positive integer"),
+        ("negative_epochs", ["--epochs=-1"], "--epochs=-1 must be a positive integer"),
+        ("text_epochs", ["--epochs=two"], "flag --epochs=two: invalid literal for int.*'two'"),
         (
             "negative_lr",
             ["--learning_rate=-0.1"],
-            "--learning_rate must be a positive finite number",
+            "--learning_rate=-0.1 must be a positive finite number",
         ),
-        (
-            "nan_lr",
-            ["--learning_rate=nan"],
-            "--learning_rate must be a positive finite number. Received: nan",
-        ),
-        (
-            "inf_lr",
-            ["--learning_rate=inf"],
-            "--learning_rate must be a positive finite number. Received: inf",
-        ),
+        ("zero_lr", ["--learning_rate=0"], "--learning_rate=0.0 must be a positive finite number"),
+        ("nan_lr", ["--learning_rate=nan"], "--learning_rate=nan must be a positive finite number"),
+        ("inf_lr", ["--learning_rate=inf"], "--learning_rate=inf must be a positive finite number"),
         (
             "text_lr",
             ["--learning_rate=fast"],
-            "--learning_rate=fast: could not convert string to float",
+            "flag --learning_rate=fast: could not convert string to float: 'fast'",
         ),
-        ("zero_sigma", ["--sigma=0"], "--sigma must be a positive finite number"),
-        ("unknown_dtype", ["--dtype=float8"], "--dtype=float8: value should be one of"),
-        ("bad_split", ["--validation_split=1.5"], r"--validation_split must be in \[0, 1\)"),
+        ("zero_sigma", ["--sigma=0"], "--sigma=0.0 must be a positive finite number"),
+        ("nan_sigma", ["--sigma=nan"], "--sigma=nan must be a positive finite number"),
+        ("negative_seed", ["--seed=-1"], "--seed=-1 must be an integer in 0\\.\\.4294967295"),
+        (
+            "seed_over_32_bits",
+            ["--seed=4294967296"],
+            "--seed=4294967296 must be an integer in 0\\.\\.4294967295",
+        ),
+        ("text_seed", ["--seed=abc"], "flag --seed=abc: invalid literal for int.*'abc'"),
+        (
+            "negative_patience",
+            ["--early_stopping_patience=-1"],
+            r"--early_stopping_patience=-1 must be 0 \(off\) or a positive integer",
+        ),
+        (
+            "negative_divergence_factor",
+            ["--divergence_factor=-1"],
+            r"--divergence_factor=-1.0 must be 0 \(off\) or a positive number",
+        ),
+        (
+            "split_over_one",
+            ["--validation_split=1.5"],
+            r"--validation_split=1.5 must be in \[0, 1\)",
+        ),
+        (
+            "negative_split",
+            ["--validation_split=-0.1"],
+            r"--validation_split=-0.1 must be in \[0, 1\)",
+        ),
+        (
+            "split_holds_out_nothing",
+            ["--validation_split=0.0001"],
+            "--validation_split=0.0001 holds out 0 of 2000 examples; both parts must be non-empty",
+        ),
+        (
+            "zero_steps_per_execution",
+            ["--steps_per_execution=0"],
+            "--steps_per_execution=0 must be a positive integer",
+        ),
+        (
+            "zero_keep_checkpoints",
+            ["--keep_checkpoints=0"],
+            "--keep_checkpoints=0 must be a positive integer",
+        ),
+        (
+            "negative_checkpoint_every",
+            ["--checkpoint_every_steps=-1"],
+            r"--checkpoint_every_steps=-1 must be 0 \(off\) or a positive integer",
+        ),
+        (
+            "negative_log_every",
+            ["--log_every_steps=-2"],
+            r"--log_every_steps=-2 must be 0 \(off\) or a positive integer",
+        ),
+        (
+            "negative_histogram_freq",
+            ["--histogram_freq=-1"],
+            r"--histogram_freq=-1 must be 0 \(off\) or a positive integer",
+        ),
+        (
+            "one_profile_step",
+            ["--profile_steps=5"],
+            "--profile_steps=5 must be FIRST,LAST with 1 <= FIRST <= LAST",
+        ),
+        (
+            "reversed_profile_steps",
+            ["--profile_steps=3,2"],
+            "--profile_steps=3,2 must be FIRST,LAST with 1 <= FIRST <= LAST",
+        ),
+        (
+            "batch_over_data",
+            ["--batch_size=100000"],
+            r"--batch_size=100000 is larger than the training set \(2000 examples\)",
+        ),
+        # Devices and clusters (CPU devices named as such: the same on a GPU host).
         (
             "zero_cpus",
-            ["--strategy=mirrored", "--cpu_devices=0"],
-            "--cpu_devices must be a positive integer",
+            ["--strategy=mirrored", "--num_gpus=0", "--cpu_devices=0"],
+            "--cpu_devices=0 must be a positive integer",
         ),
-        ("too_many_gpus", ["--num_gpus=8"], "--num_gpus=8 but this machine has"),
+        (
+            "too_many_gpus",
+            ["--num_gpus=1000"],
+            r"--num_gpus=1000 but this machine has \d+ GPU\(s\)",
+        ),
         (
             "odd_batch_mirrored",
-            ["--strategy=mirrored", "--cpu_devices=2", "--batch_size=63"],
-            "--batch_size=63 must be divisible by the number of replicas",
+            ["--strategy=mirrored", "--num_gpus=0", "--cpu_devices=2", "--batch_size=63"],
+            r"--batch_size=63 must be divisible by the number of replicas \(2\)",
         ),
-        ("batch_over_data", ["--batch_size=100000"], "larger than the training set"),
+        (
+            "cluster_without_hosts",
+            ["--strategy=multi_worker_mirrored"],
+            "--strategy='multi_worker_mirrored' needs TF_CONFIG or --worker_hosts=host:port,...",
+        ),
+        (
+            "cluster_without_task_index",
+            ["--strategy=multi_worker_mirrored", "--worker_hosts=localhost:1,localhost:2"],
+            r"--worker_hosts=localhost:1,localhost:2 \(2 hosts: 0..1\) needs --task_index=N, .*",
+        ),
+        (
+            "task_index_outside_cluster",
+            [
+                "--strategy=multi_worker_mirrored",
+                "--worker_hosts=localhost:1,localhost:2",
+                "--task_index=2",
+            ],
+            r"--task_index=2 is outside --worker_hosts=localhost:1,localhost:2 \(2 hosts: 0..1\)",
+        ),
+        (
+            "worker_address_without_port",
+            ["--strategy=multi_worker_mirrored", "--worker_hosts=nohost", "--task_index=0"],
+            "worker address 'nohost' is not host:port",
+        ),
+        # The command line itself.
+        (
+            "unknown_flag",
+            ["--hidden_unit=3"],
+            "Unknown command line flag 'hidden_unit'. Did you mean: hidden_units \\?",
+        ),
+        (
+            "positional_argument",
+            ["train"],
+            "unexpected arguments 'train'; all settings are --flags",
+        ),
         (
             "missing_flagfile",
-            ["--flagfile=configs/nope.flags"],
-            "^error: Unable to open flagfile.*nope.flags",
+            [f"--flagfile={CONFIGS / 'nope.flags'}"],
+            re.escape(
+                f"Unable to open flagfile: [Errno 2] No such file or directory: '{CONFIGS / 'nope.flags'}'"
+            ),
         ),
-        ("unknown_flag", ["--hidden_unit=3"], "Unknown command line flag 'hidden_unit'"),
-        ("positional_argument", ["train"], "unexpected arguments 'train'"),
+        (
+            "another_tools_flagfile",
+            [f"--flagfile={CONFIGS / 'search.flags'}"],
+            "Unknown command line flag 'search_dir'",
+        ),
         (
             "missing_data_dir",
             ["--dataset=fashion_mnist", "--data_dir=/no/such/dir"],
-            "/no/such/dir does not exist",
+            "data directory /no/such/dir does not exist or is not a directory",
         ),
     )
-    def test_rejected_without_touching_model_dir(self, args, message):
-        model_dir = self.tmp / "never_created"
-        self.assert_rejected([*QUICK, *args], message, model_dir)
+    def test_rejected(self, args, line):
+        self.assert_train_rejects([*QUICK, *args], line)
+
+    def test_flagfile_with_an_unknown_flag(self):
+        flagfile = self.tmp / "unknown.flags"
+        flagfile.write_text("--model=scratch\n--bogus=1\n")
+        self.assert_train_rejects(
+            [*QUICK, f"--flagfile={flagfile}"], "Unknown command line flag 'bogus'"
+        )
+
+    def test_flagfile_line_without_a_value(self):
+        """A bare non-boolean flag at a flagfile's end took the next argument as its
+        value (issue 13): `--model_dir` became `--epochs=1`, a folder in the cwd."""
+        at_end = self.tmp / "at_end.flags"
+        at_end.write_text("# a comment\n--model=concise\n--model_dir\n")
+        in_middle = self.tmp / "in_middle.flags"
+        in_middle.write_text("--model\n--epochs=1\n")
+        cwd = self.tmp / "cwd"
+        cwd.mkdir(exist_ok=True)
+        self.addCleanup(os.chdir, os.getcwd())
+        os.chdir(cwd)  # where the swallowed argument became a model_dir
+        for flagfile, line, flag in ((at_end, 3, "model_dir"), (in_middle, 1, "model")):
+            self.assert_train_rejects(
+                [f"--flagfile={flagfile}", *QUICK],
+                re.escape(f"{flagfile}, line {line}: --{flag} has no value; write --{flag}=VALUE"),
+            )
+        self.assertEqual(list(cwd.iterdir()), [])
+
+    def test_bare_boolean_in_a_flagfile_is_fine(self):
+        flagfile = self.tmp / "boolean.flags"
+        flagfile.write_text("--overwrite\n")
+        # The boolean line parses; the next bad setting is what is reported.
+        self.assert_train_rejects(
+            [f"--flagfile={flagfile}", *QUICK, "--batch_size=0"],
+            "--batch_size=0 must be a positive integer",
+        )
+
+    def test_bad_flag_is_rejected_before_tensorflow_loads(self):
+        """Issue 13: a bad flag took ~7 s to reject because TensorFlow loaded first."""
+        code = (
+            "import sys; from keras_mlp import train; "
+            "status = train.main(['--batch_size=0']); "
+            "print(status, 'tensorflow' in sys.modules)"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=tool_env(),
+        )
+        self.assertEqual(result.stdout.split(), ["2", "False"], result.stderr)
+        self.assertEqual(error_lines(result), ["error: --batch_size=0 must be a positive integer"])
+
+
+def _cut(path, nbytes):
+    """Drops the last `nbytes` bytes of the file at `path`."""
+    path.write_bytes(path.read_bytes()[:-nbytes])
+
+
+def _uncompressed_and_cut(d):
+    """The test images stored without gzip, one byte short."""
+    (d / "t10k-images-idx3-ubyte.gz").unlink()
+    write_idx(d / "t10k-images-idx3-ubyte", np.zeros((20, 6, 5), np.uint8))
+    _cut(d / "t10k-images-idx3-ubyte", 1)
+
+
+class DataFilesTest(tf.test.TestCase, parameterized.TestCase, RejectsMixin):
+    """Damaged, inconsistent or unreadable data files in --data_dir."""
+
+    @parameterized.named_parameters(
+        (
+            "truncated_gzip",
+            lambda d: _cut(d / "train-images-idx3-ubyte.gz", 20),
+            r"{d}/train-images-idx3-ubyte.gz: truncated or corrupt gzip data \(.*\)",
+        ),
+        (
+            "label_count_mismatch",
+            lambda d: write_idx(d / "t10k-labels-idx1-ubyte.gz", np.zeros(7, np.uint8)),
+            "{d}/t10k-images-idx3-ubyte.gz holds 20 images but {d}/t10k-labels-idx1-ubyte.gz holds 7 labels",
+        ),
+        (
+            "missing_file",
+            lambda d: (d / "train-labels-idx1-ubyte.gz").unlink(),
+            "data directory {d} lacks train-labels-idx1-ubyte.gz",
+        ),
+        (
+            "truncated_uncompressed",
+            _uncompressed_and_cut,
+            r"{d}/t10k-images-idx3-ubyte: IDX data is 615 bytes but its header \(20, 6, 5\) needs 616",
+        ),
+        (
+            "labels_txt_count",
+            lambda d: (d / "labels.txt").write_text("cat\ndog\n"),
+            "{d}/labels.txt: has 2 names but the data has 3 classes",
+        ),
+        (
+            "labels_txt_not_utf8",
+            lambda d: (d / "labels.txt").write_bytes(b"cat\n\xff\xfedog\nbird\n"),
+            r"{d}/labels.txt: cannot be read as UTF-8 text, one class name per line \('utf-8' codec .*\)",
+        ),
+        (
+            "labels_txt_is_a_folder",
+            lambda d: (d / "labels.txt").mkdir(),
+            r"{d}/labels.txt: cannot be read as UTF-8 text, one class name per line \(Is a directory\)",
+        ),
+    )
+    def test_rejected(self, damage, line):
+        data_dir = write_idx_set(Path(self.get_temp_dir()) / "data")
+        damage(data_dir)
+        model_dir = Path(self.get_temp_dir()) / "never_created"
+        result = run_main(
+            train.main,
+            "--dataset=fashion_mnist",
+            f"--data_dir={data_dir}",
+            "--batch_size=20",
+            f"--model_dir={model_dir}",
+        )
+        self.assert_rejected(result, line.format(d=re.escape(str(data_dir))))
         self.assertFalse(model_dir.exists())
 
-    def test_flagfile_with_unknown_flag(self):
-        flagfile = self.tmp / "bad.flags"
-        flagfile.write_text("--model=scratch\n--bogus=1\n")
-        self.assert_rejected(
-            [f"--flagfile={flagfile}"],
-            "Unknown command line flag 'bogus'",
-            self.tmp / "never_created",
-        )
+    def test_unreadable_data_dir(self):
+        """Issue 13: a --data_dir this user may not read gave a PermissionError traceback."""
+        import keras_mlp.run  # noqa: F401  (imported while every file is still readable)
 
-    def test_corrupt_and_mismatched_idx_files(self):
-        corrupt = write_idx_set(self.tmp / "corrupt")
-        raw = (corrupt / "train-images-idx3-ubyte.gz").read_bytes()
-        (corrupt / "train-images-idx3-ubyte.gz").write_bytes(raw[:-20])
+        base = Path(tempfile.mkdtemp(prefix="keras_mlp_unreadable_"))  # not in the 0700 temp dir
+        self.addCleanup(shutil.rmtree, base, ignore_errors=True)
+        base.chmod(0o755)
+        data_dir = write_idx_set(base / "data")
+        data_dir.chmod(0)
+        self.addCleanup(data_dir.chmod, 0o755)
+        model_dir = base / "never_created"
+        with unprivileged():
+            result = run_main(
+                train.main,
+                "--dataset=fashion_mnist",
+                f"--data_dir={data_dir}",
+                "--batch_size=20",
+                f"--model_dir={model_dir}",
+            )
         self.assert_rejected(
-            [*QUICK, "--dataset=fashion_mnist", f"--data_dir={corrupt}"],
-            "train-images-idx3-ubyte.gz: truncated or corrupt gzip",
-            self.tmp / "never_created",
+            result,
+            f"data directory {re.escape(str(data_dir))} cannot be read \\(Permission denied\\)",
         )
-        mismatched = write_idx_set(self.tmp / "mismatched")
-        write_idx(mismatched / "t10k-labels-idx1-ubyte.gz", np.zeros(7, np.uint8))
-        self.assert_rejected(
-            [*QUICK, "--dataset=fashion_mnist", f"--data_dir={mismatched}"],
-            "holds 20 images but .*t10k-labels-idx1-ubyte.gz holds 7 labels",
-            self.tmp / "never_created",
-        )
-        self.assertFalse((self.tmp / "never_created").exists())
+        self.assertFalse(model_dir.exists())
 
-    def test_earlier_run_is_never_overwritten(self):
-        model_dir = self.tmp / "earlier"
-        first = run_train(*QUICK, f"--model_dir={model_dir}")
-        self.assertEqual(first.returncode, 0, first.stderr)
-        before = _snapshot(model_dir)
-        self.assertIn("metrics.json", before)
-        self.assert_rejected(
-            [*QUICK, "--model=concise", "--learning_rate=0.5"],
-            r"holds a run with other settings \(learning_rate 0.1 there, 0.5 now; "
-            r"model 'scratch' there, 'concise' now\)",
+
+class ModelDirTest(tf.test.TestCase, RejectsMixin):
+    """A model_dir that holds something else, cannot be written, or has damaged checkpoints."""
+
+    def setUp(self):
+        super().setUp()
+        self.tmp = Path(self.get_temp_dir())
+        self.run_dir = trained_run()
+
+    def copy_of_run(self, name, finished=True):
+        """A copy of the shared run; unfinished (no metrics.json) as a kill would leave it."""
+        copy = self.tmp / name
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(self.run_dir, copy)
+        if not finished:
+            (copy / "metrics.json").unlink()
+        return copy
+
+    def assert_untouched_rejection(self, model_dir, args, line):
+        before = snapshot(model_dir)
+        self.assert_rejected(run_main(train.main, *args, f"--model_dir={model_dir}"), line)
+        self.assertEqual(snapshot(model_dir), before)
+
+    def test_run_with_other_settings_is_never_overwritten(self):
+        model_dir = self.copy_of_run("other_settings")
+        self.assert_untouched_rejection(
             model_dir,
+            [*QUICK, "--model=concise", "--learning_rate=0.5"],
+            f"--model_dir={re.escape(str(model_dir))} holds a run with other settings "
+            r"\(model 'scratch' there, 'concise' now; learning_rate 0.1 there, 0.5 now\); "
+            "choose another model_dir or set --overwrite=True",
         )
-        self.assertEqual(_snapshot(model_dir), before)
         # The same command again: reported complete, nothing retrained or rewritten.
-        again = run_train(*QUICK, f"--model_dir={model_dir}")
+        before = snapshot(model_dir)
+        again = run_main(train.main, *QUICK, f"--model_dir={model_dir}")
         self.assertEqual(again.returncode, 0, again.stderr)
         self.assertIn("already complete", again.stdout)
-        self.assertEqual(_snapshot(model_dir), before)
+        self.assertEqual(snapshot(model_dir), before)
 
-    def test_foreign_files_in_model_dir_are_not_touched(self):
+    def test_foreign_files_are_not_touched(self):
         model_dir = self.tmp / "foreign"
-        (model_dir / "logs").mkdir(parents=True)
+        (model_dir / "logs").mkdir(parents=True, exist_ok=True)
         (model_dir / "logs" / "mine.txt").write_text("someone else's")
-        before = _snapshot(model_dir)
-        self.assert_rejected(QUICK, "holds logs but no run_config.json", model_dir)
-        self.assertEqual(_snapshot(model_dir), before)
+        self.assert_untouched_rejection(
+            model_dir,
+            QUICK,
+            f"--model_dir={re.escape(str(model_dir))} holds logs but no run_config.json; "
+            "choose another model_dir or set --overwrite=True",
+        )
+
+    def test_unreadable_run_config(self):
+        model_dir = self.copy_of_run("bad_run_config")
+        (model_dir / "run_config.json").write_text("{")
+        self.assert_untouched_rejection(
+            model_dir,
+            QUICK,
+            f"{re.escape(str(model_dir))}/run_config.json is unreadable \\(.*\\); "
+            "set --overwrite=True to start over",
+        )
 
     def test_unwritable_model_dir(self):
         blocker = self.tmp / "a_file"
         blocker.write_text("not a directory")
-        self.assert_rejected(QUICK, "is not writable", blocker / "run")
+        self.assert_rejected(
+            run_main(train.main, *QUICK, f"--model_dir={blocker / 'run'}"),
+            rf"--model_dir={re.escape(str(blocker / 'run'))} is not writable \(.*\)",
+        )
         self.assertEqual(blocker.read_text(), "not a directory")
 
+    def test_state_file_naming_no_checkpoint_is_an_error_not_a_fresh_start(self):
+        model_dir = self.copy_of_run("damaged_state", finished=False)
+        for path in (model_dir / "checkpoints").glob("ckpt-*"):
+            path.unlink()
+        (model_dir / "checkpoints" / "checkpoint").write_text("garbage {")
+        self.assert_untouched_rejection(
+            model_dir,
+            QUICK,
+            f"{re.escape(str(model_dir))}/checkpoints/checkpoint names no usable checkpoint "
+            r"\(damaged or deleted\); set --overwrite=True to start over",
+        )
 
-class CheckpointAndPredictBadInputTest(tf.test.TestCase, parameterized.TestCase):
-    """Damaged checkpoints, and bad input to predict.py and the launcher."""
+    def test_deleted_checkpoint_files_are_an_error_not_a_fresh_start(self):
+        model_dir = self.copy_of_run("deleted_files", finished=False)
+        for path in (model_dir / "checkpoints").glob("ckpt-*"):
+            path.unlink()
+        directory = re.escape(str(model_dir / "checkpoints"))
+        self.assert_untouched_rejection(
+            model_dir,
+            QUICK,
+            rf"cannot restore any checkpoint in {directory} \(newest: {directory}/ckpt-31: .*\); "
+            "set --overwrite=True to start over",
+        )
+
+    def test_corrupt_checkpoint_data_is_an_error(self):
+        model_dir = self.copy_of_run("corrupt_data", finished=False)
+        for shard in (model_dir / "checkpoints").glob("*.data-*"):
+            shard.write_bytes(shard.read_bytes()[:100])
+        directory = re.escape(str(model_dir / "checkpoints"))
+        self.assert_untouched_rejection(
+            model_dir,
+            QUICK,
+            rf"cannot restore any checkpoint in {directory} \(newest: {directory}/ckpt-31: .*\); "
+            "set --overwrite=True to start over",
+        )
+
+    def test_unreadable_state_file_resumes_from_the_checkpoint_files(self):
+        """An emptied or garbled `checkpoints/checkpoint` (a traceback in issue 13) is
+        not bad input: the intact ckpt files are used, and nothing is retrained."""
+        history = json.loads((self.run_dir / "metrics.json").read_text())["history"]
+        for name, content in (("emptied", ""), ("garbled", "garbage {")):
+            model_dir = self.copy_of_run(f"{name}_state", finished=False)
+            (model_dir / "checkpoints" / "checkpoint").write_text(content)
+            result = run_main(train.main, *QUICK, f"--model_dir={model_dir}")
+            self.assertEqual(result.returncode, 0, result.stderr)
+            self.assertEqual(error_lines(result), [])
+            self.assertNotIn("epoch 1/1:", result.stdout)  # the checkpoint had the epoch
+            resumed = json.loads((model_dir / "metrics.json").read_text())["history"]
+            self.assertEqual(resumed["loss"], history["loss"])
+            self.assertEqual(resumed["val_accuracy"], history["val_accuracy"])
+
+    def test_overwrite_replaces_a_run(self):
+        model_dir = self.copy_of_run("replaced")
+        result = run_main(
+            train.main, *QUICK, "--model=concise", "--overwrite", f"--model_dir={model_dir}"
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        metrics = (model_dir / "metrics.json").read_text()
+        self.assertIn('"model": "concise"', metrics)
+        self.assertNotIn('"model": "scratch"', (model_dir / "run_config.json").read_text())
+
+
+class PredictTest(tf.test.TestCase, parameterized.TestCase, RejectsMixin):
+    """Bad input to the predict tool."""
 
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.tmp = Path(tf.compat.v1.test.get_temp_dir()) / "bad_input_runs"
-        cls.run_dir = cls.tmp / "run"
-        result = run_train(*QUICK, f"--model_dir={cls.run_dir}")
-        assert result.returncode == 0, result.stderr
-
-    def assert_one_error(self, result, message):
-        self.assertNotEqual(result.returncode, 0)
-        self.assertNotIn("Traceback", result.stderr)
-        self.assertLen(error_lines(result), 1, result.stderr)
-        self.assertRegex(error_lines(result)[0], message)
-
-    def _unfinished_copy(self, name):
-        """The run as a kill before its end would leave it: no metrics.json yet."""
-        copy = self.tmp / name
-        shutil.copytree(self.run_dir, copy)
-        (copy / "metrics.json").unlink()
-        return copy
-
-    def test_damaged_checkpoint_state_is_an_error_not_a_fresh_start(self):
-        model_dir = self._unfinished_copy("damaged_state")
-        (model_dir / "checkpoints" / "checkpoint").write_text("garbage {")
-        before = _snapshot(model_dir)
-        self.assert_one_error(
-            run_train(*QUICK, f"--model_dir={model_dir}"),
-            "checkpoints/checkpoint names no usable checkpoint .* --overwrite",
-        )
-        self.assertEqual(_snapshot(model_dir), before)
-
-    def test_corrupt_checkpoint_data_is_an_error(self):
-        model_dir = self._unfinished_copy("corrupt_data")
-        for shard in (model_dir / "checkpoints").glob("*.data-*"):
-            shard.write_bytes(shard.read_bytes()[:100])
-        before = _snapshot(model_dir)
-        self.assert_one_error(
-            run_train(*QUICK, f"--model_dir={model_dir}"),
-            r"cannot restore .*ckpt-\d+ .*--overwrite",
-        )
-        self.assertEqual(_snapshot(model_dir), before)
-
-    def test_overwrite_replaces_a_run(self):
-        model_dir = self.tmp / "replaced"
-        shutil.copytree(self.run_dir, model_dir)
-        result = run_train(*QUICK, "--model=concise", "--overwrite", f"--model_dir={model_dir}")
-        self.assertEqual(result.returncode, 0, result.stderr)
-        config = json.loads((model_dir / "metrics.json").read_text())["config"]
-        self.assertEqual(config["model"], "concise")
+        cls.run_dir = trained_run()
+        cls.tmp = Path(tf.compat.v1.test.get_temp_dir()) / "bad_predict_files"
+        cls.tmp.mkdir(parents=True, exist_ok=True)
+        image = synthetic_arrays()[2][0]  # a 12x12 validation image
+        (cls.tmp / "notes.png").write_text("not a picture")
+        Image.fromarray(image).resize((30, 30)).save(cls.tmp / "big.png")
+        Image.fromarray(image).convert("RGB").save(cls.tmp / "rgb.png")
+        Image.fromarray(image).save(cls.tmp / "small.png")
+        noise = np.random.default_rng(0).integers(0, 256, (12, 12), dtype=np.uint8)
+        Image.fromarray(noise).save(cls.tmp / "noise.png")
+        raw = (cls.tmp / "noise.png").read_bytes()
+        (cls.tmp / "truncated.png").write_bytes(raw[: len(raw) // 2])
+        write_idx(cls.tmp / "bad-images-idx3-ubyte.gz", np.zeros((50, 12, 12), np.uint8))
+        raw = (cls.tmp / "bad-images-idx3-ubyte.gz").read_bytes()
+        (cls.tmp / "bad-images-idx3-ubyte.gz").write_bytes(raw[:-10])
+        write_idx(cls.tmp / "labels-idx1-ubyte.gz", np.zeros(5, np.uint8))
+        (cls.tmp / "empty_run").mkdir(exist_ok=True)
 
     @parameterized.named_parameters(
-        ("no_model_dir", [], "--model_dir is required"),
-        ("no_files", ["MODEL_DIR"], "give at least one image or IDX file"),
-        ("missing_file", ["MODEL_DIR", "nope.png"], "nope.png: no such file"),
-        ("not_an_image", ["MODEL_DIR", "TEXT"], "not an image file PIL can read, nor an IDX file"),
+        ("no_model_dir", ["{tmp}/small.png"], "--model_dir is required"),
+        ("no_files", ["--model_dir={run}"], "give at least one image or IDX file"),
+        ("missing_file", ["--model_dir={run}", "{tmp}/nope.png"], "{tmp}/nope.png: no such file"),
+        ("a_folder", ["--model_dir={run}", "{tmp}"], "{tmp}: not a file"),
+        (
+            "not_an_image",
+            ["--model_dir={run}", "{tmp}/notes.png"],
+            r"{tmp}/notes.png: not an image file PIL can read, nor an IDX file \(.*\)",
+        ),
+        (
+            "truncated_png",
+            ["--model_dir={run}", "{tmp}/truncated.png"],
+            r"{tmp}/truncated.png: cannot read the image \(image file is truncated.*\)",
+        ),
         (
             "wrong_size",
-            ["MODEL_DIR", "BIG"],
-            "image is 30x30, the model takes 12x12; pass --resize",
+            ["--model_dir={run}", "{tmp}/big.png"],
+            "{tmp}/big.png: image is 30x30, the model takes 12x12; pass --resize to resize",
         ),
-        ("color", ["MODEL_DIR", "RGB"], "image mode RGB is not grayscale .*--resize"),
-        ("run_without_export", ["EMPTY_DIR", "SMALL"], "holds no exported model"),
         (
-            "bad_top_k",
-            ["MODEL_DIR", "--top_k=0", "SMALL"],
-            "--top_k and --max_images must be positive",
+            "color",
+            ["--model_dir={run}", "{tmp}/rgb.png"],
+            r"{tmp}/rgb.png: image mode RGB is not grayscale \(L\); pass --resize to convert",
         ),
-        ("corrupt_idx", ["MODEL_DIR", "CORRUPT_IDX"], "truncated or corrupt gzip"),
+        (
+            "run_without_export",
+            ["--model_dir={tmp}/empty_run", "{tmp}/small.png"],
+            "{tmp}/empty_run/export holds no exported model; train a run there first",
+        ),
+        (
+            "zero_top_k",
+            ["--model_dir={run}", "--top_k=0", "{tmp}/small.png"],
+            "--top_k and --max_images must be positive integers",
+        ),
+        (
+            "zero_max_images",
+            ["--model_dir={run}", "--max_images=0", "{tmp}/small.png"],
+            "--top_k and --max_images must be positive integers",
+        ),
+        (
+            "corrupt_idx",
+            ["--model_dir={run}", "{tmp}/bad-images-idx3-ubyte.gz"],
+            r"{tmp}/bad-images-idx3-ubyte.gz: truncated or corrupt gzip data \(.*\)",
+        ),
+        (
+            "idx_of_labels",
+            ["--model_dir={run}", "{tmp}/labels-idx1-ubyte.gz"],
+            "{tmp}/labels-idx1-ubyte.gz: an IDX file of images has 3 dimensions, this one 1",
+        ),
+        (
+            "unknown_flag",
+            ["--model_dir={run}", "--topk=2", "{tmp}/small.png"],
+            "Unknown command line flag 'topk'. Did you mean: top_k \\?",
+        ),
     )
-    def test_predict_rejects(self, args, message):
-        files = {
-            "MODEL_DIR": f"--model_dir={self.run_dir}",
-            "EMPTY_DIR": f"--model_dir={self.tmp}",
-            "TEXT": self.tmp / "notes.png",
-            "BIG": self.tmp / "big.png",
-            "RGB": self.tmp / "rgb.png",
-            "SMALL": self.tmp / "small.png",
-            "CORRUPT_IDX": self.tmp / "bad-images-idx3-ubyte.gz",
-        }
-        image = load_dataset("synthetic").val_images[0]
-        (self.tmp / "notes.png").write_text("not a picture")
-        Image.fromarray(image).resize((30, 30)).save(self.tmp / "big.png")
-        Image.fromarray(image).convert("RGB").save(self.tmp / "rgb.png")
-        Image.fromarray(image).save(self.tmp / "small.png")
-        write_idx(self.tmp / "bad-images-idx3-ubyte.gz", np.zeros((50, 12, 12), np.uint8))
-        raw = (self.tmp / "bad-images-idx3-ubyte.gz").read_bytes()
-        (self.tmp / "bad-images-idx3-ubyte.gz").write_bytes(raw[:-10])
-        before = _snapshot(self.run_dir)
-        result = run_train(*[files.get(a, a) for a in args], script=PREDICT)
-        self.assert_one_error(result, message)
-        self.assertEqual(_snapshot(self.run_dir), before)
+    def test_rejected(self, args, line):
+        paths = {"tmp": self.tmp, "run": self.run_dir}
+        escaped = {key: re.escape(str(value)) for key, value in paths.items()}
+        before = snapshot(self.run_dir)
+        result = run_main(predict.main, *[a.format(**paths) for a in args])
+        self.assert_rejected(result, line.format(**escaped))
+        self.assertEqual(snapshot(self.run_dir), before)
+
+
+class LaunchTest(tf.test.TestCase, parameterized.TestCase, RejectsMixin):
+    """Bad input to the launcher: rejected before any worker starts."""
 
     @parameterized.named_parameters(
-        ("zero_workers", ["--workers=0"], "--workers must be a positive integer"),
-        ("negative_timeout", ["--timeout=-5"], "--timeout must be a positive number"),
+        ("zero_workers", ["--workers=0"], "--workers=0 must be a positive integer"),
+        ("negative_timeout", ["--timeout=-5"], "--timeout=-5 must be a positive number of seconds"),
+        ("text_workers", ["--workers=two"], "flag --workers=two: invalid literal for int.*'two'"),
         ("unknown_flag", ["--nodes=2"], "Unknown command line flag 'nodes'"),
     )
-    def test_launcher_rejects(self, args, message):
-        result = run_train(*args, "--", *QUICK, f"--model_dir={self.tmp / 'never'}", script=LAUNCH)
-        self.assert_one_error(result, message)
-        self.assertFalse((self.tmp / "never").exists())
+    def test_rejected(self, args, line):
+        model_dir = Path(self.get_temp_dir()) / "never_created"
+        result = run_main(launch.main, *args, "--", *QUICK, f"--model_dir={model_dir}")
+        self.assert_rejected(result, line)
+        self.assertNotIn("[launcher] worker", result.stdout)
+        self.assertFalse(model_dir.exists())
 
 
 if __name__ == "__main__":
