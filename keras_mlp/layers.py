@@ -68,11 +68,11 @@ def get_activation(activation):
     return relu if activation == "relu" else keras.activations.get(activation)
 
 
-def activation_layer(activation):
+def activation_layer(activation, **kwargs):
     """The layer applying `activation`: the hand-written `ReLU` for `"relu"`, else
-    `keras.layers.Activation`."""
+    `keras.layers.Activation`; `kwargs` go to the layer (name, dtype)."""
     function = get_activation(activation)
-    return ReLU() if function is relu else keras.layers.Activation(function)
+    return ReLU(**kwargs) if function is relu else keras.layers.Activation(function, **kwargs)
 
 
 def serialize_activation(activation):

@@ -83,7 +83,9 @@ class MLPScratch(keras.Model):
         initializer="default",
         **kwargs,
     ):
-        super().__init__(**kwargs)
+        # An explicit name: Keras would number a default one (mlp_scratch_5) per model built
+        # in a process, and the weights' TensorBoard tags with it.
+        super().__init__(**{"name": "mlp_scratch", **kwargs})
         self.hidden_units = _check_sizes(num_outputs, hidden_units)
         self.num_outputs = num_outputs
         self.sigma = _check_sigma(sigma)
@@ -101,10 +103,13 @@ class MLPScratch(keras.Model):
                 kernel_name=f"W{i}",
                 bias_name=f"b{i}",
                 name="output" if i == len(widths) else f"hidden{i}",
+                dtype=self.dtype_policy,  # a reloaded mixed-precision model computes in 16 bits
             )
             for i, units in enumerate(widths, start=1)
         ]
-        self.activation_layers = [activation_layer(self.activation) for _ in self.hidden_units]
+        self.activation_layers = [
+            activation_layer(self.activation, dtype=self.dtype_policy) for _ in self.hidden_units
+        ]
 
     def build(self, input_shape):
         self.num_inputs = math.prod(input_shape[1:])

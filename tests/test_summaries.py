@@ -46,7 +46,7 @@ class SummariesTest(tf.test.TestCase):
         keras.utils.set_random_seed(0)
         cls.model = build_model("scratch", data.input_shape, data.num_classes, hidden_units=(32,))
         cls.history = trainer.fit(cls.model, data)
-        cls.model_name = cls.model.name  # "mlp_scratch", or "mlp_scratch_N" after other models
+        cls.model_name = "mlp_scratch"  # the same in every process, however many models it built
         cls.train = _accumulator(cls.model_dir / "logs" / "train")
         cls.validation = _accumulator(cls.model_dir / "logs" / "validation")
         cls.root = _accumulator(cls.model_dir / "logs")

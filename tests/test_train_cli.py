@@ -227,11 +227,6 @@ class TrainCliTest(tf.test.TestCase):
     def test_mixed_bfloat16_from_the_command_line_concise(self):
         self._bfloat16_run("concise")
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="models.MLPScratch does not pass its dtype policy to its ScratchDense/ReLU "
-        "layers: model.keras reloads them with the global policy (float32)",
-    )
     def test_mixed_bfloat16_from_the_command_line_scratch(self):
         self._bfloat16_run("scratch")
 
