@@ -131,8 +131,10 @@ class Checkpointer(Callback):
             self._manager = tf.train.CheckpointManager(
                 self.checkpoint, where, max_to_keep=1 if self._scratch else self.keep
             )
-        path = self._manager.save(checkpoint_number=int(self.checkpoint.step.numpy()))
-        return path if self._scratch is None else self.latest
+        step = int(self.checkpoint.step.numpy())
+        path = self._manager.save(checkpoint_number=step)
+        # A worker names the chief's checkpoint of the same step (being written now).
+        return path if self._scratch is None else str(self.directory / f"ckpt-{step}")
 
     def steps_until_due(self, step):
         return steps_to_multiple(self.every_steps, step)

@@ -49,13 +49,24 @@ def int_list(name, values):
         ) from None
 
 
+def float_list(name, values):
+    """Comma-separated numbers from a list flag, or a one-line error."""
+    try:
+        return tuple(float(v) for v in values)
+    except ValueError:
+        raise UserError(
+            f"{name} expects comma-separated numbers. Received: {name}={','.join(values)!r}"
+        ) from None
+
+
 def config_from_flags(flag_values, **overrides):
     """The `RunConfig` that parsed flags describe (each field has a flag of its name)."""
     values = {}
     for field in dataclasses.fields(RunConfig):
         value = flag_values[field.name].value
         if isinstance(field.default, tuple):
-            value = int_list(field.name, value) if field.metadata["type"] is int else tuple(value)
+            parse = {int: int_list, float: float_list}.get(field.metadata["type"])
+            value = parse(field.name, value) if parse else tuple(value)
         values[field.name] = value
     return RunConfig(**{**values, **overrides})
 

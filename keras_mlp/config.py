@@ -15,6 +15,7 @@ from keras_mlp.names import (
     DATASETS,
     DTYPES,
     INITIALIZERS,
+    LR_SCHEDULES,
     MODELS,
     OPTIMIZERS,
     STRATEGIES,
@@ -60,6 +61,22 @@ def check_fraction(name, value):
         raise UserError(f"{name}={value!r} must be in [0, 1)")
 
 
+def check_dropout(rates, hidden_units):
+    shown = ",".join(map(str, rates))
+    if len(rates) not in (1, len(hidden_units)):
+        raise UserError(
+            f"dropout={shown} gives {len(rates)} rates for {len(hidden_units)} hidden "
+            f"layer{'s' if len(hidden_units) > 1 else ''}; "
+            "give one rate for all, or one per hidden layer"
+        )
+    for rate in rates:
+        ok = isinstance(rate, (int, float)) and not isinstance(rate, bool)
+        if not (ok and 0.0 <= rate < 1.0):
+            raise UserError(
+                f"dropout={shown} must be in [0, 1)" + (" each" if len(rates) > 1 else "")
+            )
+
+
 # numpy's and Keras' seeds are unsigned 32-bit integers.
 MAX_SEED = 2**32 - 1
 
@@ -91,9 +108,39 @@ class RunConfig:
         "Kernel initialisation; default: N(0, sigma^2) for scratch, Glorot uniform for concise.",
         choices=INITIALIZERS,
     )
+    dropout: tuple = setting(
+        (0.0,),
+        "Dropout rate after each hidden activation (scratch: hand-written; concise: "
+        "keras.layers.Dropout): one rate for all hidden layers or one per hidden layer, "
+        "e.g. 0.2 or 0.2,0.5; each in [0, 1); 0: none.",
+        type=float,
+    )
     # The optimisation.
     optimizer: str = setting("sgd", "Keras optimizer.", choices=OPTIMIZERS)
     learning_rate: float = setting(0.1, "Learning rate (a positive finite number).")
+    weight_decay: float = setting(
+        0.0,
+        "Weight decay (>= 0; 0: off) of the kernels, not the biases. scratch: the L2 penalty "
+        "weight_decay/2 * sum ||W||^2 added to the training loss; concise: decoupled decay "
+        "in the optimizer (as AdamW). The same for SGD, not for adaptive optimizers. The "
+        "reported loss is the cross-entropy alone.",
+    )
+    lr_schedule: str = setting(
+        "constant",
+        "Learning rate per training step: constant; cosine (to 0 at the last step); "
+        "exponential (to 1% of it); step (divided by 10 at 1/2 and again at 3/4 of training).",
+        choices=LR_SCHEDULES,
+    )
+    warmup_epochs: int = setting(
+        0,
+        "Epochs of linear warm-up from 0 to the learning rate before the schedule (0: none).",
+    )
+    reduce_lr_on_plateau: int = setting(
+        0,
+        "Divide the learning rate by 10 when the validation loss has not improved for N "
+        "epochs (keras.callbacks.ReduceLROnPlateau; 0: off). Needs --lr_schedule=constant "
+        "and no warm-up.",
+    )
     batch_size: int = setting(256, "Global batch size, split across all replicas.")
     epochs: int = setting(10, "Number of training epochs.")
     early_stopping_patience: int = setting(
@@ -218,8 +265,7 @@ class RunConfig:
     )
 
     def __post_init__(self):
-        for name in ("hidden_units", "worker_hosts", "profile_steps"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
+        self._make_tuples()
         for field in dataclasses.fields(self):
             if field.metadata["choices"]:
                 check_accepted(field.name, getattr(self, field.name), field.metadata["choices"])
@@ -235,6 +281,8 @@ class RunConfig:
             "log_every_steps",
             "histogram_freq",
             "early_stopping_patience",
+            "warmup_epochs",
+            "reduce_lr_on_plateau",
         ):
             check_positive_int(name, getattr(self, name), zero_allowed=True)
         if not (isinstance(self.seed, int) and 0 <= self.seed <= MAX_SEED):
@@ -255,6 +303,34 @@ class RunConfig:
         check_fraction("validation_split", self.validation_split)
         if self.num_gpus is not None:
             check_positive_int("num_gpus", self.num_gpus, zero_allowed=True)
+        self._check_regularisation_and_schedule()
+
+    def _make_tuples(self):
+        if not isinstance(self.dropout, (list, tuple)):  # one number for every hidden layer
+            object.__setattr__(self, "dropout", (self.dropout,))
+        for name in ("hidden_units", "worker_hosts", "profile_steps", "dropout"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+
+    def _check_regularisation_and_schedule(self):
+        check_dropout(self.dropout, self.hidden_units)
+        decay = self.weight_decay
+        ok = isinstance(decay, (int, float)) and not isinstance(decay, bool)
+        if not (ok and math.isfinite(decay) and decay >= 0):
+            raise UserError(f"weight_decay={decay!r} must be 0 (off) or a positive finite number")
+        if self.warmup_epochs and self.warmup_epochs >= self.epochs:
+            raise UserError(
+                f"warmup_epochs={self.warmup_epochs} must be smaller than epochs={self.epochs}"
+            )
+        if self.reduce_lr_on_plateau and self.lr_schedule != "constant":
+            raise UserError(
+                f"reduce_lr_on_plateau={self.reduce_lr_on_plateau} cannot be combined with "
+                f"lr_schedule={self.lr_schedule!r}: the schedule sets the learning rate"
+            )
+        if self.reduce_lr_on_plateau and self.warmup_epochs:
+            raise UserError(
+                f"reduce_lr_on_plateau={self.reduce_lr_on_plateau} cannot be combined with "
+                f"warmup_epochs={self.warmup_epochs}: the warm-up sets the learning rate"
+            )
 
     def to_dict(self):
         """The config as JSON-ready values (tuples as lists)."""

@@ -2,9 +2,12 @@
 cluster set-up of multi-worker training."""
 
 import errno
+import functools
 import json
 import os
+import signal
 import socket
+import threading
 
 import tensorflow as tf
 
@@ -112,6 +115,23 @@ def cluster_resolver(worker_hosts=None, task_index=None, num_gpus=None):
     )
 
 
+def _multi_worker(resolver):
+    """A MultiWorkerMirroredStrategy that leaves this process's SIGTERM handling as it was.
+
+    Creating one installs TensorFlow's own C++ SIGTERM handler (a preemption notice
+    that nothing here reads), which swallows SIGTERM silently: a worker signalled
+    before training starts would then train to the end and exit 0. Setting the
+    Python-level handler again puts the process's own handling back at the C level.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
+    finally:
+        signal.signal(signal.SIGTERM, handler if handler is not None else signal.SIG_DFL)
+
+
 def get_strategy(
     name="default", *, cpu_devices=2, num_gpus=None, worker_hosts=None, task_index=None
 ):
@@ -141,13 +161,20 @@ def get_strategy(
     if name == "one_device":
         return tf.distribute.OneDeviceStrategy(gpu_names[0] if gpu_names else "/cpu:0")
     if name == "multi_worker_mirrored":
-        return tf.distribute.MultiWorkerMirroredStrategy(
-            cluster_resolver=cluster_resolver(worker_hosts, task_index, num_gpus)
-        )
+        return _multi_worker(cluster_resolver(worker_hosts, task_index, num_gpus))
     if not isinstance(cpu_devices, int) or cpu_devices < 1:
         raise UserError(f"cpu_devices={cpu_devices!r} must be a positive integer")
-    devices = gpu_names or _logical_cpus(cpu_devices)
-    return tf.distribute.MirroredStrategy(devices)
+    return _mirrored(tuple(gpu_names or _logical_cpus(cpu_devices)))
+
+
+@functools.cache
+def _mirrored(devices):
+    """One MirroredStrategy per device set and process. Each new one would number its
+    all-reduces from the same keys, and TensorFlow's process-wide collective executor
+    would then take a second model's gradients for the first's ("Shape mismatch in the
+    collective instance 100"): runs one after another in a process (a search, a
+    notebook) share the strategy instead."""
+    return tf.distribute.MirroredStrategy(list(devices))
 
 
 def is_chief(strategy):

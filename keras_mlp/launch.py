@@ -11,6 +11,7 @@ MultiWorkerMirroredStrategy worker whose peer never comes waits forever, and a
 worker catches SIGTERM, so stragglers are ended with SIGKILL after a short grace.
 """
 
+import contextlib
 import json
 import os
 import signal
@@ -101,28 +102,16 @@ def launch(num_workers, train_command, timeout):
     ]
     for worker, host in zip(workers, hosts, strict=True):
         print(f"[launcher] worker {worker.index} (pid {worker.process.pid}) on {host}", flush=True)
-    deadline = time.monotonic() + timeout
-    failed, status = None, 0
     try:
-        while True:
-            codes = [w.process.poll() for w in workers]
-            failed = next(
-                (w for w, c in zip(workers, codes, strict=True) if c not in (None, 0)), None
-            )
-            if failed or all(c == 0 for c in codes):
-                break
-            if time.monotonic() > deadline:
-                status = 124
-                print(
-                    f"error: the cluster did not finish within --timeout={timeout:g}s; stopped all workers",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                break
-            time.sleep(0.2)
-    except KeyboardInterrupt:
-        status = 130
-        print("error: interrupted; stopped all workers", file=sys.stderr, flush=True)
+        with _sigterm_as_interrupt():
+            failed, status = _watch(workers, time.monotonic() + timeout, timeout)
+    except _Interrupted as e:
+        failed, status = None, 128 + e.signal_number
+        print(
+            f"error: stopped by {signal.Signals(e.signal_number).name}; stopped all workers",
+            file=sys.stderr,
+            flush=True,
+        )
     finally:
         _stop(workers)
     if failed:
@@ -135,6 +124,48 @@ def launch(num_workers, train_command, timeout):
         )
         status = code if code > 0 else 1
     return status
+
+
+def _watch(workers, deadline, timeout):
+    """Waits until every worker succeeded, one failed or the deadline passed:
+    `(failed worker or None, status)`."""
+    while True:
+        codes = [w.process.poll() for w in workers]
+        failed = next((w for w, c in zip(workers, codes, strict=True) if c not in (None, 0)), None)
+        if failed or all(c == 0 for c in codes):
+            return failed, 0
+        if time.monotonic() > deadline:
+            print(
+                f"error: the cluster did not finish within --timeout={timeout:g}s; stopped all workers",
+                file=sys.stderr,
+                flush=True,
+            )
+            return None, 124
+        time.sleep(0.2)
+
+
+class _Interrupted(Exception):
+    def __init__(self, signal_number):
+        super().__init__(signal_number)
+        self.signal_number = signal_number
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """Ctrl-C and SIGTERM both end the watch, so that the workers are stopped too."""
+
+    def interrupt(signal_number, frame):
+        raise _Interrupted(signal_number)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _stop(workers):

@@ -1,9 +1,12 @@
-"""The "from scratch" building blocks: a hand-written ReLU and a dense layer.
+"""The "from scratch" building blocks: a hand-written ReLU, a dense layer, dropout
+and the L2 weight-decay penalty.
 
 Keras 3 does not track raw `tf.Variable` attributes, so every weight here is
 created with `add_weight` in `build`; otherwise training would silently update
 nothing.
 """
+
+import math
 
 import keras
 from keras import ops
@@ -97,6 +100,8 @@ class ScratchDense(keras.layers.Layer):
             N(0, sigma^2). Defaults to `None`.
         kernel_name, bias_name: The weights' names; `MLPScratch` names them
             `W1`, `b1`, ... as the chapter does. Default to `"kernel"`, `"bias"`.
+        kernel_regularizer: A penalty on the kernel (e.g. `L2Penalty`) that
+            Keras collects in `model.losses`. Defaults to `None`.
 
     Input shape:
         `(batch_size, input_dim)`.
@@ -117,6 +122,7 @@ class ScratchDense(keras.layers.Layer):
         kernel_initializer=None,
         kernel_name="kernel",
         bias_name="bias",
+        kernel_regularizer=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -131,12 +137,14 @@ class ScratchDense(keras.layers.Layer):
             kernel_initializer or keras.initializers.RandomNormal(stddev=self.sigma)
         )
         self.kernel_name, self.bias_name = kernel_name, bias_name
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
 
     def build(self, input_shape):
         self.kernel = self.add_weight(
             name=self.kernel_name,
             shape=(input_shape[-1], self.units),
             initializer=self.kernel_initializer,
+            regularizer=self.kernel_regularizer,
         )
         self.bias = self.add_weight(name=self.bias_name, shape=(self.units,), initializer="zeros")
 
@@ -155,4 +163,102 @@ class ScratchDense(keras.layers.Layer):
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
             "kernel_name": self.kernel_name,
             "bias_name": self.bias_name,
+            "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
         }
+
+
+def _check_rate(rate):
+    ok = isinstance(rate, (int, float)) and not isinstance(rate, bool)
+    if not (ok and 0 <= rate < 1):
+        raise ValueError(f"Dropout expected a rate in [0, 1). Received: rate={rate!r}")
+    return float(rate)
+
+
+@keras.saving.register_keras_serializable(package="keras_mlp")
+class Dropout(keras.layers.Layer):
+    """Dropout written by hand, as in the chapter.
+
+    In training, each unit is zeroed with probability `rate` and the survivors
+    are scaled by `1 / (1 - rate)`, so that the expectation of every unit is
+    unchanged: `output = mask * input / (1 - rate)` with `mask ~ Bernoulli(1 - rate)`
+    drawn afresh at every call. At inference (`training` false) it is the identity.
+
+    The masks come from the layer's `keras.random.SeedGenerator`, whose state is a
+    variable (in `layer.variables`, not `layer.weights`): stateless random ops drawn
+    from it are the same on every run with the same seed, and a checkpoint that holds
+    the state (the `Trainer`'s does) resumes the same mask sequence. A layer with
+    `rate=0` creates no generator and draws nothing. Under a multi-replica strategy
+    every replica draws the same mask sequence for its own part of the batch, as
+    `keras.layers.Dropout` does.
+
+    Args:
+        rate: Float in [0, 1), the probability of zeroing a unit.
+        seed: Integer seed of the masks; `None` draws one from Python's `random`
+            (which `keras.utils.set_random_seed` seeds). Defaults to `None`.
+
+    Input shape:
+        Any.
+
+    Output shape:
+        Same as the input.
+
+    Example:
+        >>> layer = Dropout(0.5, seed=1)
+        >>> layer(np.ones((2, 4), "float32"), training=True)  # each entry 0.0 or 2.0
+    """
+
+    def __init__(self, rate, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.rate = _check_rate(rate)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed) if self.rate else None
+        self.supports_masking = True
+        self.built = True
+
+    def call(self, inputs, training=False):
+        if not training or not self.rate:
+            return inputs
+        draws = keras.random.uniform(ops.shape(inputs), seed=self.seed_generator)
+        keep = draws >= self.rate  # True with probability 1 - rate
+        return ops.where(keep, inputs / (1 - self.rate), ops.zeros_like(inputs))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate, "seed": self.seed}
+
+
+def l2_penalty(weights):
+    """`sum(||w||^2) / 2` over `weights`, written out as in the chapter."""
+    return sum(ops.sum(ops.square(w)) for w in weights) / 2
+
+
+@keras.saving.register_keras_serializable(package="keras_mlp")
+class L2Penalty(keras.regularizers.Regularizer):
+    """The chapter's weight decay as a penalty in the loss: `lambd / 2 * ||W||^2`.
+
+    Its gradient is `lambd * W`, so plain SGD on `loss + penalty` shrinks each
+    weight by `learning_rate * lambd * W` per step. Keras collects it in
+    `model.losses` (the `Trainer` and `fit` add those to the training loss).
+
+    Args:
+        lambd: Non-negative finite float, the decay coefficient.
+
+    Example:
+        >>> L2Penalty(0.1)(np.array([3.0, 4.0]))  # 0.1 / 2 * 25 = 1.25
+    """
+
+    def __init__(self, lambd):
+        ok = isinstance(lambd, (int, float)) and not isinstance(lambd, bool)
+        if not (ok and math.isfinite(lambd) and lambd >= 0):
+            raise ValueError(
+                f"L2Penalty expected a non-negative finite number. Received: lambd={lambd!r}"
+            )
+        self.lambd = float(lambd)
+
+    def __call__(self, x):
+        return self.lambd * l2_penalty([x])
+
+    def get_config(self):
+        return {"lambd": self.lambd}

@@ -4,15 +4,35 @@
 hand-written ReLU), built from the package's own `ScratchDense` and `ReLU`
 layers; `concise_mlp` is the same network from stock Keras layers. Both return
 logits and take their input size and class count from the data.
+
+Regularisation comes in the same two styles. Dropout: the scratch model uses the
+hand-written `layers.Dropout`, the concise one `keras.layers.Dropout`, after each
+hidden activation. Weight decay: the scratch model writes the chapter's L2 penalty
+`lambd / 2 * sum ||W||^2` (kernels, not biases) into its loss (`model.losses`); the
+concise model leaves decay to its optimizer (`Trainer(weight_decay=...)`: Keras'
+decoupled weight decay, as in AdamW). With plain SGD the two are the same update;
+with an adaptive optimizer (Adam, RMSprop, ...) they are not: the penalty's gradient
+`lambd * W` is divided by the running gradient scale like any other gradient, so
+weights with large gradients decay less, while decoupled decay shrinks every kernel
+by `learning_rate * weight_decay * W` per step whatever its gradients (Loshchilov and
+Hutter, "Decoupled Weight Decay Regularization", 2019).
 """
 
 import math
+import numbers
 import re
 
 import keras
 from keras import ops
 
-from keras_mlp.layers import ScratchDense, activation_layer, get_activation, serialize_activation
+from keras_mlp.layers import (
+    Dropout,
+    L2Penalty,
+    ScratchDense,
+    activation_layer,
+    get_activation,
+    serialize_activation,
+)
 from keras_mlp.names import INITIALIZERS, MODELS
 
 
@@ -41,6 +61,31 @@ def _check_sigma(sigma):
     return float(sigma)
 
 
+def dropout_rates(dropout, hidden_units):
+    """One dropout rate per hidden layer from `dropout`: a number for all of them, or
+    a sequence of one rate or one per hidden layer; each in [0, 1)."""
+    rates = tuple(dropout) if isinstance(dropout, (list, tuple)) else (dropout,)
+    if len(rates) not in (1, len(hidden_units)):
+        raise ValueError(
+            f"Expected one dropout rate, or one per hidden layer ({len(hidden_units)}). "
+            f"Received: dropout={dropout!r}"
+        )
+    for rate in rates:
+        ok = isinstance(rate, numbers.Real) and not isinstance(rate, bool)
+        if not (ok and 0 <= rate < 1):
+            raise ValueError(f"Expected dropout rates in [0, 1). Received: dropout={dropout!r}")
+    return tuple(float(rate) for rate in rates) * (len(hidden_units) // len(rates))
+
+
+def _check_weight_decay(weight_decay):
+    ok = isinstance(weight_decay, numbers.Real) and not isinstance(weight_decay, bool)
+    if not (ok and math.isfinite(weight_decay) and weight_decay >= 0):
+        raise ValueError(
+            f"Expected a non-negative finite weight_decay. Received: weight_decay={weight_decay!r}"
+        )
+    return float(weight_decay)
+
+
 @keras.saving.register_keras_serializable(package="keras_mlp")
 class MLPScratch(keras.Model):
     """MLP with explicit weight variables, as written from scratch in the chapter.
@@ -61,6 +106,13 @@ class MLPScratch(keras.Model):
             Defaults to `0.01`.
         initializer: Kernel initialiser name from `INITIALIZERS`. Defaults to
             `"default"`: N(0, sigma^2), as in the chapter.
+        dropout: Dropout rate after each hidden activation (the hand-written
+            `Dropout`, in training only): one number for every hidden layer or one
+            per hidden layer. A rate of 0 adds no layer. Defaults to `0.0`.
+        weight_decay: `lambd` of the L2 penalty `lambd / 2 * sum ||W||^2` over the
+            kernels (not the biases), in `model.losses`: the `Trainer` (and `fit`)
+            add it to the training loss; the loss they report is the
+            cross-entropy alone. `0` adds no penalty. Defaults to `0.0`.
 
     Input shape:
         `(batch_size, ...)`; everything after the batch axis is flattened.
@@ -81,6 +133,8 @@ class MLPScratch(keras.Model):
         activation="relu",
         sigma=0.01,
         initializer="default",
+        dropout=0.0,
+        weight_decay=0.0,
         **kwargs,
     ):
         # An explicit name: Keras would number a default one (mlp_scratch_5) per model built
@@ -91,7 +145,11 @@ class MLPScratch(keras.Model):
         self.sigma = _check_sigma(sigma)
         self.activation = get_activation(activation)
         self.initializer = initializer
+        self.dropout = dropout_rates(dropout, self.hidden_units)
+        self.weight_decay = _check_weight_decay(weight_decay)
         kernel_initializer(initializer, self.sigma, "scratch")  # the name, checked up front
+        # With weight_decay 0, no penalty at all: the model is exactly the one without.
+        penalty = L2Penalty(self.weight_decay) if self.weight_decay else None
         # hidden1 (W1, b1) -> activation -> ... -> output (Wn, bn); each kernel gets its own
         # initializer, and so its own seed.
         widths = (*self.hidden_units, num_outputs)
@@ -102,6 +160,7 @@ class MLPScratch(keras.Model):
                 kernel_initializer=kernel_initializer(initializer, self.sigma, "scratch"),
                 kernel_name=f"W{i}",
                 bias_name=f"b{i}",
+                kernel_regularizer=penalty,
                 name="output" if i == len(widths) else f"hidden{i}",
                 dtype=self.dtype_policy,  # a reloaded mixed-precision model computes in 16 bits
             )
@@ -109,6 +168,13 @@ class MLPScratch(keras.Model):
         ]
         self.activation_layers = [
             activation_layer(self.activation, dtype=self.dtype_policy) for _ in self.hidden_units
+        ]
+        # Made last, so that their seeds do not shift the kernels' draws; a rate of 0
+        # makes no layer (and draws no random numbers).
+        self.dropout_layers = [
+            Dropout(rate, name=f"dropout{i}", dtype=self.dtype_policy)
+            for i, rate in enumerate(self.dropout, start=1)
+            if rate
         ]
 
     def build(self, input_shape):
@@ -136,10 +202,14 @@ class MLPScratch(keras.Model):
                 children.update({f"W{i}": layer.kernel, f"b{i}": layer.bias})
         return children
 
-    def call(self, X):
+    def call(self, X, training=False):
         H = ops.reshape(X, (-1, self.num_inputs))  # (batch, num_inputs)
-        for dense, activation in zip(self.dense_layers, self.activation_layers, strict=False):
+        dropouts = iter(self.dropout_layers)  # one per nonzero rate, input side first
+        layers = zip(self.dense_layers, self.activation_layers, self.dropout, strict=False)
+        for dense, activation, rate in layers:
             H = activation(dense(H))  # (batch, hidden)
+            if rate:
+                H = next(dropouts)(H, training=training)  # (batch, hidden), zeros in training
         return self.dense_layers[-1](H)  # (batch, num_outputs)
 
     def compute_output_shape(self, input_shape):
@@ -153,6 +223,8 @@ class MLPScratch(keras.Model):
             "activation": serialize_activation(self.activation),
             "sigma": self.sigma,
             "initializer": self.initializer,
+            "dropout": list(self.dropout),
+            "weight_decay": self.weight_decay,
         }
 
 
@@ -164,8 +236,10 @@ def concise_mlp(
     activation="relu",
     sigma=0.01,
     initializer="default",
+    dropout=0.0,
 ):
-    """The concise MLP: `Sequential([Flatten, Dense(h, activation)..., Dense(num_outputs)])`.
+    """The concise MLP: `Sequential([Flatten, Dense(h, activation)..., Dense(num_outputs)])`,
+    with a `keras.layers.Dropout` after each hidden layer whose rate is not 0.
 
     Uses Keras' own layers and initialisers, as the chapter's concise version does.
 
@@ -177,18 +251,22 @@ def concise_mlp(
         sigma: Standard deviation for `initializer="normal"`. Defaults to `0.01`.
         initializer: Kernel initialiser name from `INITIALIZERS`. Defaults to
             `"default"`: Keras' Glorot uniform.
+        dropout: Dropout rate after each hidden layer: one number for all or one per
+            hidden layer; 0 adds no layer. Defaults to `0.0`. (Weight decay for this
+            model is the optimizer's: `Trainer(weight_decay=...)`.)
 
     Returns:
         A built `keras.Sequential` returning logits.
     """
     hidden_units = _check_sizes(num_outputs, hidden_units)
     get_activation(activation)  # validates the name with the package's message
+    rates = dropout_rates(dropout, hidden_units)
     init = kernel_initializer(initializer, _check_sigma(sigma), "concise")
     layers = [keras.Input(shape=tuple(input_shape)), keras.layers.Flatten()]
-    layers += [
-        keras.layers.Dense(units, activation=activation, kernel_initializer=init)
-        for units in hidden_units
-    ]
+    for units, rate in zip(hidden_units, rates, strict=True):
+        layers.append(keras.layers.Dense(units, activation=activation, kernel_initializer=init))
+        if rate:  # a rate of 0 makes no layer (and draws no random numbers)
+            layers.append(keras.layers.Dropout(rate))
     layers.append(keras.layers.Dense(num_outputs, kernel_initializer=init))
     return keras.Sequential(layers, name="concise_mlp")
 
@@ -202,13 +280,28 @@ def build_model(
     activation="relu",
     sigma=0.01,
     initializer="default",
+    dropout=0.0,
+    weight_decay=0.0,
 ):
-    """Builds the model called `name` (one of `MODELS`) for examples of `input_shape`."""
+    """Builds the model called `name` (one of `MODELS`) for examples of `input_shape`.
+
+    `weight_decay` is the scratch model's L2 penalty; the concise model takes weight
+    decay from its optimizer (`Trainer(weight_decay=...)`) and refuses it here.
+    """
     settings = dict(
-        hidden_units=hidden_units, activation=activation, sigma=sigma, initializer=initializer
+        hidden_units=hidden_units,
+        activation=activation,
+        sigma=sigma,
+        initializer=initializer,
+        dropout=dropout,
     )
+    if name == "concise" and weight_decay:
+        raise ValueError(
+            "The concise model decays its weights through the optimizer: give "
+            f"Trainer(weight_decay=...). Received: weight_decay={weight_decay!r}"
+        )
     if name == "scratch":
-        model = MLPScratch(num_outputs, **settings)
+        model = MLPScratch(num_outputs, weight_decay=weight_decay, **settings)
         model.build((None, *input_shape))
         return model
     if name == "concise":

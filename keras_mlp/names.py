@@ -35,6 +35,11 @@ INITIALIZERS = (
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta", "adamax", "nadam", "lion")
 
+# Learning-rate schedules over the training steps (keras.optimizers.schedules): constant;
+# cosine decay to 0; exponential decay to 1% of the rate; step: divided by 10 at half and
+# again at three quarters of training. Each may start with a linear warm-up.
+LR_SCHEDULES = ("constant", "cosine", "exponential", "step")
+
 DATASETS = ("fashion_mnist", "synthetic")
 
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker_mirrored")

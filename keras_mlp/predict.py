@@ -35,13 +35,34 @@ def load_serving(model_dir):
     return serve, tuple(spec.shape[1:])
 
 
+# Grayscale modes deeper than 8 bits: 16-bit integers, 32-bit integers, floats.
+WIDE_GRAYSCALE = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+
+def _to_8_bit(image):
+    """A wide grayscale image scaled to 8 bits ("L"): 16-bit by 257 (65535 -> 255),
+    floats in [0, 1] by 255, other values by their own maximum."""
+    values = np.asarray(image, dtype=np.float64)
+    if image.mode.startswith("I;16") or (image.mode == "I" and values.max() <= 65535):
+        values = values / 257.0
+    elif image.mode == "F" and values.min() >= 0 and values.max() <= 1:
+        values = values * 255.0
+    elif values.max() > 255:
+        values = values * (255.0 / values.max())
+    return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), mode="L")
+
+
 def _fit(image, shape, resize, name):
-    """A PIL image as uint8 (H, W), converted and resized only when `resize` says so."""
+    """A PIL image as uint8 (H, W): wide grayscale scaled to 8 bits; colour converted
+    and sizes changed only when `resize` says so."""
     height, width = shape
-    if image.mode != "L":
+    if image.mode in WIDE_GRAYSCALE:
+        image = _to_8_bit(image)
+    elif image.mode != "L":
         if not resize:
             raise UserError(
-                f"{name}: image mode {image.mode} is not grayscale (L); pass --resize to convert"
+                f"{name}: image mode {image.mode} is colour (or a palette), the model takes "
+                "grayscale; pass --resize to convert"
             )
         image = image.convert("L")
     if image.size != (width, height):

@@ -5,9 +5,12 @@ before loading data or building a model, then builds strategy, data and model,
 trains with the run's callbacks and writes the outputs.
 """
 
+import contextlib
 import dataclasses
 import json
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -17,6 +20,7 @@ import tensorflow as tf
 from keras_mlp import reporting, run_dir
 from keras_mlp.data import load_dataset
 from keras_mlp.distribute import get_strategy, is_chief
+from keras_mlp.errors import TrainingInterrupted
 from keras_mlp.models import build_model
 from keras_mlp.summaries import TensorBoardLogger
 from keras_mlp.training import Trainer, weights_fingerprint
@@ -80,7 +84,8 @@ def _completed(model_dir, verbose):
 
 
 def run_callbacks(config, data, model_dir, chief):
-    """The callbacks a config asks for: TensorBoard always (written by the chief), early stopping."""
+    """The callbacks a config asks for: TensorBoard always (written by the chief), early
+    stopping, and reducing the learning rate on a plateau of the validation loss."""
     callbacks = [
         TensorBoardLogger(
             Path(model_dir) / "logs" if chief else None,
@@ -97,6 +102,12 @@ def run_callbacks(config, data, model_dir, chief):
         callbacks.append(
             keras.callbacks.EarlyStopping(
                 monitor="val_loss", patience=config.early_stopping_patience
+            )
+        )
+    if config.reduce_lr_on_plateau:  # the config refuses it with a schedule or a warm-up
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="val_loss", patience=config.reduce_lr_on_plateau
             )
         )
     return callbacks
@@ -128,6 +139,10 @@ def build(config):
             activation=config.activation,
             sigma=config.sigma,
             initializer=config.initializer,
+            dropout=config.dropout,
+            # The scratch model writes weight decay into its loss; the concise model's is
+            # in its optimizer (make_trainer).
+            weight_decay=config.weight_decay if config.model == "scratch" else 0.0,
         )
     return strategy, data, model
 
@@ -139,6 +154,11 @@ def make_trainer(config, strategy, model_dir, callbacks=(), verbose=True):
         batch_size=config.batch_size,
         optimizer=config.optimizer,
         learning_rate=config.learning_rate,
+        lr_schedule=config.lr_schedule,
+        warmup_epochs=config.warmup_epochs,
+        # Decoupled weight decay in the optimizer for the concise model; the scratch
+        # model's is the L2 penalty in its loss (build).
+        weight_decay=config.weight_decay if config.model == "concise" else 0.0,
         strategy=strategy,
         model_dir=model_dir,
         seed=config.seed,
@@ -166,7 +186,8 @@ def train(config, *, callbacks=(), verbose=True):
 
     `callbacks` (Keras callbacks) run after the run's own. Everything that can
     be checked is checked before the model_dir is touched, so a bad request
-    leaves no trace there.
+    leaves no trace there; while the run writes, it owns the model_dir (see
+    `run_dir.claim`).
     """
     model_dir = default_model_dir(config)
     status = run_dir.NEW if config.overwrite else run_dir.inspect(model_dir, config)
@@ -178,16 +199,35 @@ def train(config, *, callbacks=(), verbose=True):
     every_callback = [*run_callbacks(config, data, model_dir, chief), *callbacks]
     trainer = make_trainer(config, strategy, model_dir, every_callback, verbose)
     trainer.check(model, data)
-    if chief:
-        run_dir.prepare(model_dir, config)
-    if verbose:
-        print(_describe(config, data, model, strategy, model_dir), flush=True)
-    history = trainer.fit(model, data)
-    if chief:
-        reporting.save_run(model_dir, model, history, data, config.to_dict(), trainer.stopped_early)
+    with run_dir.claim(model_dir, config) if chief else contextlib.nullcontext() as status:
+        if status == run_dir.COMPLETE:  # another run finished it meanwhile
+            return _completed(model_dir, verbose)
+        if verbose:
+            print(_describe(config, data, model, strategy, model_dir), flush=True)
+        history = trainer.fit(model, data)
+        if chief:
+            _save_outputs(model_dir, model, history, data, config, trainer.stopped_early)
     if verbose:
         if trainer.stopped_early:
             print(f"stopped early after epoch {len(history['loss'])} of {config.epochs}")
         # Equal on every worker of a cluster: a quick check that they agree.
         print(f"weights fingerprint {weights_fingerprint(model)}", flush=True)
     return RunResult(model_dir, history, model, trainer.stopped_early)
+
+
+def _save_outputs(model_dir, model, history, data, config, stopped_early):
+    """The final save, with SIGINT/SIGTERM held back until it is done: a signal in the
+    middle of a SavedModel export would leave it half-made. A signal that came is
+    reported afterwards (the run is complete by then)."""
+    received = []
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            handlers[sig] = signal.signal(sig, lambda number, frame: received.append(number))
+    try:
+        reporting.save_run(model_dir, model, history, data, config.to_dict(), stopped_early)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    if received:
+        raise TrainingInterrupted(received[0], len(history["loss"]), complete_in=model_dir)

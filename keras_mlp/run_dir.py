@@ -1,22 +1,32 @@
-"""The rules of a model_dir: one run per directory, resumed or reported, never
-silently replaced.
+"""The rules of a model_dir: one run per directory, owned by one process at a time,
+resumed or reported, never silently replaced.
 
 A run writes `run_config.json` when it starts and `metrics.json` when it ends.
 Rerunning the same command on its model_dir resumes an unfinished run and
 reports a finished one; another config there is refused; `overwrite` is the
-only way to replace a run's outputs.
+only way to replace a run's outputs. An attempt that stopped before its first
+checkpoint left nothing worth keeping: the next run (with any settings) starts
+over in its place.
+
+While a run writes, it holds an OS file lock on `<model_dir>/.lock` (in a
+cluster, the chief does): a second run on the same folder is refused, naming
+the holder. The lock dies with its process, so a killed run leaves none behind.
 """
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
+import socket
 from pathlib import Path
 
 from keras_mlp.errors import UserError
 from keras_mlp.reporting import write_json
 
 RUN_CONFIG = "run_config.json"
-# Everything a run may leave behind, removed by --overwrite.
+LOCK = ".lock"
+# Everything a run may leave behind, removed by overwrite (or a restart).
 RUN_OUTPUTS = (
     RUN_CONFIG,
     "metrics.json",
@@ -26,11 +36,20 @@ RUN_OUTPUTS = (
     "checkpoints",
     "export",
 )
-NEW, RESUME, COMPLETE = "new", "resume", "complete"
+# NEW: nothing there yet. RESTART: an attempt that saved no checkpoint; replace it.
+NEW, RESTART, RESUME, COMPLETE = "new", "restart", "resume", "complete"
+
+
+def _saved_any_checkpoint(model_dir):
+    """Whether a run got as far as its first checkpoint (even one since damaged or deleted:
+    that is an error to report, not a reason to start over)."""
+    folder = model_dir / "checkpoints"
+    return folder.is_dir() and any(folder.iterdir())
 
 
 def inspect(model_dir, config):
-    """What `config` means for `model_dir`: `NEW`, `RESUME` or `COMPLETE`. Reads only.
+    """What `config` means for `model_dir`: `NEW`, `RESTART`, `RESUME` or `COMPLETE`.
+    Reads only.
 
     Raises:
         UserError: when the directory holds a run with other settings, or
@@ -46,9 +65,11 @@ def inspect(model_dir, config):
                 "choose another model_dir or set overwrite=True"
             )
         return NEW
+    if not (model_dir / "metrics.json").exists() and not _saved_any_checkpoint(model_dir):
+        return RESTART
     try:
         old = json.loads(saved.read_text())
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, ValueError) as e:
         raise UserError(f"{saved} is unreadable ({e}); set overwrite=True to start over") from None
     differences = config.differences(old)
     if differences:
@@ -59,23 +80,78 @@ def inspect(model_dir, config):
     return COMPLETE if (model_dir / "metrics.json").exists() else RESUME
 
 
-def prepare(model_dir, config):
-    """Makes `model_dir` ready to write (removing an old run under `--overwrite`)
-    and records the run's config."""
+class RunLock:
+    """An exclusive `flock` on `<model_dir>/.lock`, holding `pid host` for others to read."""
+
+    def __init__(self, model_dir):
+        self.path = Path(model_dir) / LOCK
+        self._file = None
+
+    def acquire(self):
+        handle = open(self.path, "a+")  # never truncates another holder's line
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            pid, _, host = holder.partition(" ")
+            raise UserError(
+                f"model_dir={self.path.parent} is in use by another run (pid {pid} on "
+                f"{host or 'unknown host'}); wait for it to end or choose another model_dir"
+            ) from None
+        handle.truncate(0)
+        handle.write(f"{os.getpid()} {socket.gethostname()}\n")
+        handle.flush()
+        self._file = handle
+        return self
+
+    def release(self):
+        """Unlocks; the file goes first, so nobody locks a file that is being removed."""
+        if self._file is not None:
+            self.path.unlink(missing_ok=True)
+            self._file.close()  # closing releases the flock
+            self._file = None
+
+
+def _remove_outputs(model_dir):
+    for name in RUN_OUTPUTS:
+        path = model_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def _remove_dead_writers_files(model_dir):
+    """Temporary files of writers that died mid-write (`.model.<pid>.tmp.keras`,
+    `.export.<pid>.tmp`, ...): with the lock held, no writer of this folder is alive."""
+    for path in model_dir.glob(".*.*.tmp*"):
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    for path in model_dir.glob(".export.*.old"):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def claim(model_dir, config):
+    """Owns `model_dir` for one run: locks it, decides again under the lock (another run
+    may have finished or started meanwhile), clears what must go and records the run's
+    config. Yields the status (`NEW`, `RESTART`, `RESUME` or `COMPLETE`); the lock is
+    held until the block ends.
+    """
     model_dir = Path(model_dir)
     try:
-        if config.overwrite:
-            for name in RUN_OUTPUTS:
-                path = model_dir / name
-                if path.is_dir():
-                    shutil.rmtree(path)
-                elif path.exists():
-                    path.unlink()
         model_dir.mkdir(parents=True, exist_ok=True)
-        probe = model_dir / f".write_test.{os.getpid()}"
-        probe.touch()
-        probe.unlink()
+        lock = RunLock(model_dir).acquire()
     except OSError as e:
         raise UserError(f"model_dir={model_dir} is not writable ({e.strerror or e})") from None
-    if not (model_dir / RUN_CONFIG).exists():
-        write_json(model_dir / RUN_CONFIG, config.to_dict())
+    try:
+        status = NEW if config.overwrite else inspect(model_dir, config)
+        _remove_dead_writers_files(model_dir)
+        if config.overwrite or status == RESTART:
+            _remove_outputs(model_dir)
+        if not (model_dir / RUN_CONFIG).exists():
+            write_json(model_dir / RUN_CONFIG, config.to_dict())
+        yield status
+    finally:
+        lock.release()

@@ -1,4 +1,5 @@
-"""Exercise 5: a joint search over learning rate, epochs, depth and width.
+"""Exercise 5: a joint search over learning rate, epochs, depth and width, and
+beyond the chapter: dropout, weight decay and the learning-rate schedule.
 
 Optuna's TPE sampler proposes configurations and its Hyperband pruner stops
 the unpromising ones early from their per-epoch validation accuracy. Every
@@ -25,21 +26,42 @@ from matplotlib.figure import Figure
 from keras_mlp import cli, run_dir
 from keras_mlp.config import RunConfig
 from keras_mlp.errors import UserError
+from keras_mlp.names import LR_SCHEDULES
 from keras_mlp.reporting import print_table, save_figure, write_csv, write_json
 from keras_mlp.run import train
 from keras_mlp.sweep import write_hparams_experiment
 
 # Learning-rate ranges per optimizer: SGD and Adam live at different scales.
 LEARNING_RATES = {"sgd": (0.01, 0.5), "adam": (1e-4, 3e-3)}
-SEARCHED = ("optimizer", "learning_rate", "epochs", "depth", "width")
+# Weight decay on a log grid with 0 (off): the scratch model's L2 penalty and the concise
+# model's decoupled decay (which needs larger values with Adam) both fall inside it.
+WEIGHT_DECAYS = (0.0, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
+MAX_DROPOUT = 0.5
+SEARCHED = (
+    "optimizer",
+    "learning_rate",
+    "epochs",
+    "depth",
+    "width",
+    "dropout",
+    "weight_decay",
+    "lr_schedule",
+)
+
+
+def min_epochs(max_epochs):
+    """The fewest epochs a trial gets (the search's epoch step)."""
+    return min(5, max_epochs)
 
 
 def suggest_config(trial, base, max_epochs, widths, optimizers):
-    """The RunConfig that `trial` proposes, starting from `base`."""
+    """The RunConfig that `trial` proposes, starting from `base`: one dropout rate for
+    every hidden layer, and `base`'s warm-up before the proposed schedule."""
     optimizer = trial.suggest_categorical("optimizer", optimizers)
     low, high = LEARNING_RATES[optimizer]
     learning_rate = trial.suggest_float(f"{optimizer}_learning_rate", low, high, log=True)
-    epochs = trial.suggest_int("epochs", min(5, max_epochs), max_epochs, step=min(5, max_epochs))
+    step = min_epochs(max_epochs)
+    epochs = trial.suggest_int("epochs", step, max_epochs, step=step)
     depth = trial.suggest_int("depth", 1, 3)
     width = trial.suggest_categorical("width", widths)
     return dataclasses.replace(
@@ -48,6 +70,9 @@ def suggest_config(trial, base, max_epochs, widths, optimizers):
         learning_rate=learning_rate,
         epochs=epochs,
         hidden_units=(width,) * depth,
+        dropout=(round(trial.suggest_float("dropout", 0.0, MAX_DROPOUT, step=0.1), 2),),
+        weight_decay=trial.suggest_categorical("weight_decay", WEIGHT_DECAYS),
+        lr_schedule=trial.suggest_categorical("lr_schedule", LR_SCHEDULES),
     )
 
 
@@ -85,6 +110,10 @@ def _row(trial, config):
         "epochs": config["epochs"],
         "depth": len(config["hidden_units"]),
         "width": config["hidden_units"][0],
+        # Trials of a study begun before these were searched have no such settings.
+        "dropout": config.get("dropout", [0.0])[0],
+        "weight_decay": config.get("weight_decay", 0.0),
+        "lr_schedule": config.get("lr_schedule", "constant"),
         "val_accuracy": _last_value(trial),
         "epochs_run": len(trial.intermediate_values),
     }
@@ -129,7 +158,7 @@ def _retrain_best(study, search_dir):
 
 def _print_report(rows, best, test_accuracy):
     columns = ("trial", "status", "optimizer", "learning_rate", "epochs", "epochs_run", "depth")
-    columns += ("width",)
+    columns += ("width", "dropout", "weight_decay", "lr_schedule")
     print_table(
         "search trials, best first (val_accuracy on the held-out split, at the last epoch run):",
         [*columns, "val_accuracy"],
@@ -137,6 +166,24 @@ def _print_report(rows, best, test_accuracy):
     )
     print(f"\nbest: trial-{best.number:03d} {best.params}, validation accuracy {best.value:.4f}")
     print(f"retrained on the whole training set: test accuracy {test_accuracy:.4f}")
+
+
+def _check_base(base, max_epochs):
+    """Refuses a base configuration that the proposed trials could not run with."""
+    if base.validation_split <= 0:
+        raise UserError(
+            "a search selects on a held-out part of the training set: give --validation_split > 0"
+        )
+    if base.reduce_lr_on_plateau:
+        raise UserError(
+            f"reduce_lr_on_plateau={base.reduce_lr_on_plateau} cannot be combined with the "
+            "search, which chooses lr_schedule"
+        )
+    if base.warmup_epochs >= min_epochs(max_epochs):
+        raise UserError(
+            f"warmup_epochs={base.warmup_epochs} must be smaller than the shortest trial's "
+            f"{min_epochs(max_epochs)} epochs"
+        )
 
 
 def run_search(
@@ -151,10 +198,7 @@ def run_search(
 ):
     """Runs the search (resuming a stored study), retrains the best configuration on the
     whole training set and measures its test accuracy once; returns the report."""
-    if base.validation_split <= 0:
-        raise UserError(
-            "a search selects on a held-out part of the training set: give --validation_split > 0"
-        )
+    _check_base(base, max_epochs)
     search_dir = Path(search_dir)
     search_dir.mkdir(parents=True, exist_ok=True)
     write_hparams_experiment(search_dir, SEARCHED)

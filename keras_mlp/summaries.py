@@ -108,6 +108,17 @@ def confusion_image(confusion, label_names):
     return figure_png(fig)
 
 
+def confusion_table(confusion, label_names):
+    """The confusion matrix as a Markdown table (TensorBoard's Text tab), counts exact."""
+    header = "| true \\ predicted | " + " | ".join(label_names) + " |"
+    rule = "|---" * (len(label_names) + 1) + "|"
+    rows = [
+        f"| {name} | " + " | ".join(str(int(c)) for c in counts) + " |"
+        for name, counts in zip(label_names, confusion, strict=True)
+    ]
+    return "\n".join([header, rule, *rows])
+
+
 def logged_epochs(directory, tag="epoch_loss"):
     """The steps at which `tag` was written in the event files of `directory`."""
     steps = set()
@@ -258,6 +269,11 @@ class TensorBoardLogger(Callback):
                 tf.summary.histogram(f"{variable.path}/gradient", gradient, step=step)
 
     def _write_images(self, step):
+        """A grid of predictions, and the confusion matrix as a picture and as counts.
+
+        Computed on this process alone (it writes only on the chief): in a cluster,
+        reading a variable summed over workers would be a collective the others never
+        join (DESIGN.md fact 17)."""
         data = self.data
         shown = data.val_images[:16]
         predicted = np.argmax(self.model(data_lib.scale(shown), training=False), axis=-1)
@@ -268,6 +284,8 @@ class TensorBoardLogger(Callback):
             tf.summary.image(
                 "confusion_matrix", confusion_image(confusion, data.label_names), step=step
             )
+            table = confusion_table(confusion, data.label_names)
+            tf.summary.text("confusion_matrix_counts", table, step=step)
 
     def close(self):
         if self._tracing:

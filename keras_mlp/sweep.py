@@ -8,9 +8,14 @@ own folder of the sweep, so each has its TensorBoard logs and HParams session.
 Flags after `--` go to every trial; `;` separates values that hold commas
 (`--grid=hidden_units=256;256,256`).
 
+`--repeats=N` trains every grid point N times, with seeds seed..seed+N-1 (the
+trials' own --seed, default 0), so that differences can be told from noise.
+
 Rerunning a sweep skips the trials that finished; a failed trial is recorded
-as failed and the sweep goes on. Results: `results.csv`, a summary printed best
-first, PNG plots, and the HParams experiment at the sweep's root.
+as failed and the sweep goes on. Results: `results.csv` (every run),
+`summary.csv` (each grid point's mean and standard deviation over its seeds), a
+summary printed best first, `results.png` (error bars: one standard deviation),
+and the HParams experiment at the sweep's root.
 """
 
 import dataclasses
@@ -119,47 +124,86 @@ def write_hparams_experiment(sweep_dir, grid):
         hp.hparams_config(hparams=[hp.HParam(name) for name in grid], metrics=HPARAMS_METRICS)
 
 
-def run_sweep(sweep_dir, grid, train_args, parallel=1, timeout=3600, verbose=True):
-    """Runs every combination of `grid`; returns the result rows, best first."""
+def run_sweep(sweep_dir, grid, train_args, parallel=1, timeout=3600, verbose=True, seeds=None):
+    """Runs every combination of `grid` (once per seed in `seeds`, when given); returns
+    the summary rows (one per grid point, best mean first)."""
     sweep_dir = Path(sweep_dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    write_hparams_experiment(sweep_dir, grid)
-    combos = [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
+    write_hparams_experiment(sweep_dir, [*grid, "seed"] if seeds else grid)
+    points = [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
+    trials = [{**p, "seed": str(seed)} for p in points for seed in seeds] if seeds else points
     rows = []
     with (
         ThreadPoolExecutor(max_workers=parallel) as pool,
         tqdm(
-            total=len(combos), desc="trials", unit="trial", disable=None if verbose else True
+            total=len(trials), desc="trials", unit="trial", disable=None if verbose else True
         ) as bar,
     ):
-        futures = [
-            pool.submit(_run_trial, sweep_dir, params, train_args, timeout) for params in combos
-        ]
+        futures = [pool.submit(_run_trial, sweep_dir, t, train_args, timeout) for t in trials]
         for future in futures:
             rows.append(future.result())
             bar.update(1)
     rows.sort(key=lambda r: (r["status"] != "done", -float(r.get("val_accuracy") or 0)))
-    write_csv(sweep_dir / "results.csv", rows, ["trial", *grid, *RESULT_COLUMNS])
-    plot_results(sweep_dir / "results.png", rows, list(grid))
+    keys = list(grid)
+    summary = summarize(rows, keys)
+    write_csv(sweep_dir / "results.csv", rows, ["trial", *trials[0], *RESULT_COLUMNS])
+    write_csv(sweep_dir / "summary.csv", summary, [*keys, *SUMMARY_COLUMNS])
+    plot_results(sweep_dir / "results.png", summary, keys)
     if verbose:
-        print_summary(rows, list(grid))
-    return rows
+        print_summary(summary, keys, rows)
+    return summary
 
 
-def print_summary(rows, keys):
-    extra = [column for column in ("epochs", "seconds") if column not in keys]
+SUMMARY_COLUMNS = (
+    "runs",
+    "done",
+    "val_accuracy_mean",
+    "val_accuracy_std",
+    "val_loss_mean",
+    "val_loss_std",
+)
+
+
+def summarize(rows, keys):
+    """One row per grid point: how many runs, how many finished, and the mean and
+    (sample) standard deviation of their validation accuracy and loss; best mean first."""
+    groups = {}
+    for row in rows:
+        groups.setdefault(tuple(row[k] for k in keys), []).append(row)
+    summary = []
+    for point, runs in groups.items():
+        done = [r for r in runs if r["status"] == "done"]
+        entry = {**dict(zip(keys, point, strict=True)), "runs": len(runs), "done": len(done)}
+        for metric in ("val_accuracy", "val_loss"):
+            values = np.array([r[metric] for r in done], dtype=float)
+            entry[f"{metric}_mean"] = float(values.mean()) if len(values) else None
+            entry[f"{metric}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+        summary.append(entry)
+    summary.sort(key=lambda e: -(e["val_accuracy_mean"] if e["done"] else -1.0))
+    return summary
+
+
+def _mean_std(entry, metric):
+    if not entry["done"]:
+        return "-"
+    mean, std = entry[f"{metric}_mean"], entry[f"{metric}_std"]
+    return f"{mean:.4f} ± {std:.4f}" if entry["runs"] > 1 else f"{mean:.4f}"
+
+
+def print_summary(summary, keys, rows):
     table = [
         [
-            *(r[k] for k in keys),
-            r["status"],
-            f"{r['val_accuracy']:.4f}" if r["status"] == "done" else "-",
-            f"{r['val_loss']:.4f}" if r["status"] == "done" else "-",
-            *(r.get(column, "-") for column in extra),
+            *(e[k] for k in keys),
+            f"{e['done']}/{e['runs']}",
+            _mean_std(e, "val_accuracy"),
+            _mean_std(e, "val_loss"),
         ]
-        for r in rows
+        for e in summary
     ]
     print_table(
-        "sweep results, best first:", [*keys, "status", "val_acc", "val_loss", *extra], table
+        "sweep results, best first (mean ± standard deviation over seeds):",
+        [*keys, "done", "val_acc", "val_loss"],
+        table,
     )
     for r in rows:
         if r["status"] == "failed":
@@ -175,54 +219,69 @@ def _axis_values(values):
         return distinct
 
 
-def plot_results(path, rows, keys):
-    """Validation accuracy against the swept value (one key), a heatmap (two keys),
-    or a bar per trial (more)."""
-    done = [r for r in rows if r["status"] == "done"]
+def plot_results(path, summary, keys):
+    """Mean validation accuracy against the swept value with one-std error bars (one
+    key), a heatmap annotated mean ± std (two keys), or a bar per grid point (more)."""
+    done = [e for e in summary if e["done"]]
     if not done:
         return
     if len(keys) == 1:
-        xs = _axis_values([r[keys[0]] for r in done])
-        accuracy = {r[keys[0]]: r["val_accuracy"] for r in done}
-        fig = Figure(figsize=(6, 3.5))
-        ax = fig.subplots()
-        ax.plot(range(len(xs)), [accuracy[x] for x in xs], "o-")
-        ax.set_xticks(range(len(xs)), xs, rotation=30)
-        ax.set_xlabel(keys[0])
-        ax.set_ylabel("validation accuracy")
-        ax.grid(True, alpha=0.3)
+        fig = _line_plot(done, keys[0])
     elif len(keys) == 2:
-        rows_axis, cols_axis = (_axis_values([r[k] for r in done]) for k in keys)
-        grid = np.full((len(rows_axis), len(cols_axis)), np.nan)
-        for r in done:
-            grid[rows_axis.index(r[keys[0]]), cols_axis.index(r[keys[1]])] = r["val_accuracy"]
-        fig = Figure(figsize=(1.2 * len(cols_axis) + 2.5, 0.6 * len(rows_axis) + 2))
-        ax = fig.subplots()
-        image = ax.imshow(grid, cmap="viridis", aspect="auto")
-        middle = np.nanmin(grid) + (np.nanmax(grid) - np.nanmin(grid)) / 2
-        for (i, j), value in np.ndenumerate(grid):
-            if not np.isnan(value):  # dark text on the bright (viridis: high) cells
-                ax.text(
-                    j,
-                    i,
-                    f"{value:.3f}",
-                    ha="center",
-                    va="center",
-                    fontsize=8,
-                    color="black" if value > middle else "white",
-                )
-        ax.set_xticks(range(len(cols_axis)), cols_axis, rotation=30)
-        ax.set_yticks(range(len(rows_axis)), rows_axis)
-        ax.set_xlabel(keys[1])
-        ax.set_ylabel(keys[0])
-        fig.colorbar(image, label="validation accuracy")
+        fig = _heatmap(done, keys)
     else:
         fig = Figure(figsize=(6, 0.3 * len(done) + 1.5))
         ax = fig.subplots()
-        ax.barh([r["trial"] for r in done][::-1], [r["val_accuracy"] for r in done][::-1])
+        labels = [", ".join(f"{k}={e[k]}" for k in keys) for e in done][::-1]
+        means = [e["val_accuracy_mean"] for e in done][::-1]
+        ax.barh(labels, means, xerr=[e["val_accuracy_std"] for e in done][::-1])
         ax.set_xlabel("validation accuracy")
     fig.tight_layout()
     save_figure(fig, path, dpi=110)
+
+
+def _line_plot(done, key):
+    xs = _axis_values([e[key] for e in done])
+    by_value = {e[key]: e for e in done}
+    fig = Figure(figsize=(6, 3.5))
+    ax = fig.subplots()
+    ax.errorbar(
+        range(len(xs)),
+        [by_value[x]["val_accuracy_mean"] for x in xs],
+        yerr=[by_value[x]["val_accuracy_std"] for x in xs],
+        fmt="o-",
+        capsize=4,
+    )
+    ax.set_xticks(range(len(xs)), xs, rotation=30)
+    ax.set_xlabel(key)
+    ax.set_ylabel("validation accuracy")
+    ax.grid(True, alpha=0.3)
+    return fig
+
+
+def _heatmap(done, keys):
+    rows_axis, cols_axis = (_axis_values([e[k] for e in done]) for k in keys)
+    means = np.full((len(rows_axis), len(cols_axis)), np.nan)
+    labels = {}
+    for e in done:
+        at = rows_axis.index(e[keys[0]]), cols_axis.index(e[keys[1]])
+        means[at] = e["val_accuracy_mean"]
+        labels[at] = f"{e['val_accuracy_mean']:.3f}" + (
+            f"\n±{e['val_accuracy_std']:.3f}" if e["runs"] > 1 else ""
+        )
+    fig = Figure(figsize=(1.3 * len(cols_axis) + 2.5, 0.7 * len(rows_axis) + 2))
+    ax = fig.subplots()
+    image = ax.imshow(means, cmap="viridis", aspect="auto")
+    middle = np.nanmin(means) + (np.nanmax(means) - np.nanmin(means)) / 2
+    for (i, j), text in labels.items():  # dark text on the bright (viridis: high) cells
+        color = "black" if means[i, j] > middle else "white"
+        ax.text(j, i, text, ha="center", va="center", fontsize=7, color=color)
+    ax.set_xticks(range(len(cols_axis)), cols_axis, rotation=30)
+    ax.set_yticks(range(len(rows_axis)), rows_axis)
+    ax.set_xlabel(keys[1])
+    ax.set_ylabel(keys[0])
+    fig.colorbar(image, label="validation accuracy (mean)")
+    return fig
 
 
 def define_flags(flag_values):
@@ -246,6 +305,12 @@ def define_flags(flag_values):
     )
     define(flags.DEFINE_integer, "parallel", 1, "Trials run at once (each its own process).")
     define(
+        flags.DEFINE_integer,
+        "repeats",
+        1,
+        "Runs per grid point, with seeds seed..seed+N-1 (seed: the trials' --seed, default 0).",
+    )
+    define(
         flags.DEFINE_float,
         "trial_timeout",
         3600,
@@ -258,20 +323,44 @@ def _sweep(flag_values, train_args):
         raise UserError("--sweep_dir is required")
     if flag_values.parallel < 1:
         raise UserError(f"--parallel={flag_values.parallel} must be a positive integer")
+    if flag_values.repeats < 1:
+        raise UserError(f"--repeats={flag_values.repeats} must be a positive integer")
     grid = parse_grid(flag_values.grid)
     base = [f"--flagfile={flag_values.base_flagfile}"] if flag_values.base_flagfile else []
-    rows = run_sweep(
+    train_args = [*base, *train_args]
+    seeds = None
+    if flag_values.repeats > 1:
+        if "seed" in grid:
+            raise UserError("--repeats chooses the seeds: do not sweep --seed as well")
+        first = base_config(train_args).seed
+        seeds = range(first, first + flag_values.repeats)
+    summary = run_sweep(
         flag_values.sweep_dir,
         grid,
-        [*base, *train_args],
+        train_args,
         flag_values.parallel,
         flag_values.trial_timeout,
+        seeds=seeds,
+    )
+    written = "results.csv, summary.csv" + (
+        " and results.png" if any(e["done"] for e in summary) else ""
     )
     print(
-        f"\nresults in {flag_values.sweep_dir}/results.csv and results.png; "
+        f"\n{written} in {flag_values.sweep_dir}; "
         f"tensorboard --logdir {flag_values.sweep_dir} --host 127.0.0.1"
     )
-    return 0 if any(r["status"] == "done" for r in rows) else 1
+    return 0 if any(e["done"] for e in summary) else 1
+
+
+def base_config(train_args):
+    """The `RunConfig` that the trials' common flags describe (checked before any trial)."""
+    flag_values = flags.FlagValues()
+    cli.define_run_flags(flag_values)
+    try:
+        flag_values(["train", *train_args])
+    except flags.Error as e:
+        raise UserError(f"the training flags: {str(e).removeprefix('ERROR:: ')}") from None
+    return cli.config_from_flags(flag_values)
 
 
 def main(argv=None):

@@ -20,7 +20,7 @@ import tensorflow as tf
 from keras_mlp import callbacks as callbacks_lib
 from keras_mlp import data as data_lib
 from keras_mlp.errors import TrainingInterrupted, UserError
-from keras_mlp.names import OPTIMIZERS
+from keras_mlp.names import LR_SCHEDULES, OPTIMIZERS
 
 HISTORY_KEYS = (
     "loss",
@@ -38,6 +38,103 @@ def compute_loss(model, images, labels, training):
     used by training, evaluation and the gradient histograms alike."""
     logits = tf.cast(model(images, training=training), tf.float32)  # mixed precision: 16-bit
     return keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True), logits
+
+
+def replica_penalty(model):
+    """This replica's share of the model's penalties (`model.losses`: the scratch
+    model's L2 weight decay, any Keras regularizer), or `None` when it has none.
+
+    Each replica adds its share to its part of the loss and the optimizer sums the
+    replicas' gradients, so the penalty is divided by the replicas in sync to count
+    once (as `fit` does). Read it after calling the model: `add_loss` terms come from
+    the latest call. It enters the gradient only: the reported loss is the
+    cross-entropy alone, comparable across penalties and with the validation loss.
+    """
+    if not model.losses:
+        return None
+    return tf.nn.scale_regularization_loss(tf.add_n([tf.cast(x, tf.float32) for x in model.losses]))
+
+
+# The schedules' shapes (see names.LR_SCHEDULES), as fractions of the steps after warm-up.
+EXPONENTIAL_FINAL_FRACTION = 0.01  # exponential: the last step's rate over the first's
+STEP_BOUNDARIES = (0.5, 0.75)  # step: where the rate is divided by STEP_FACTOR
+STEP_FACTOR = 10.0
+
+
+@keras.saving.register_keras_serializable(package="keras_mlp")
+class Warmup(keras.optimizers.schedules.LearningRateSchedule):
+    """A linear warm-up from 0 to `learning_rate` over `warmup_steps`, then `after`
+    counted from the warm-up's end (`None`: `learning_rate` from then on).
+
+    The ramp is Keras' `PolynomialDecay` from 0 up to `learning_rate` (power 1,
+    flat after its last step); this class only switches from it to `after`.
+
+    Args:
+        learning_rate: The rate at the warm-up's end (and `after`'s start).
+        warmup_steps: Positive integer, the warm-up's length in training steps.
+        after: A `LearningRateSchedule` for the steps after the warm-up, or `None`.
+    """
+
+    def __init__(self, learning_rate, warmup_steps, after=None):
+        self.learning_rate = learning_rate
+        self.warmup_steps = warmup_steps
+        self.after = after
+        self.ramp = keras.optimizers.schedules.PolynomialDecay(
+            0.0, warmup_steps, end_learning_rate=learning_rate, power=1.0
+        )
+
+    def __call__(self, step):
+        if self.after is None:
+            return self.ramp(step)
+        step = keras.ops.convert_to_tensor(step)
+        after = self.after(keras.ops.maximum(step - self.warmup_steps, 0))
+        return keras.ops.where(step < self.warmup_steps, self.ramp(step), after)
+
+    def get_config(self):
+        return {
+            "learning_rate": self.learning_rate,
+            "warmup_steps": self.warmup_steps,
+            "after": keras.optimizers.schedules.serialize(self.after) if self.after else None,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        after = config["after"] and keras.optimizers.schedules.deserialize(config["after"])
+        return cls(config["learning_rate"], config["warmup_steps"], after)
+
+
+def _check_schedule(name):
+    if name not in LR_SCHEDULES:
+        raise UserError(f"lr_schedule={name!r} is not known; accepted: {', '.join(LR_SCHEDULES)}")
+
+
+def learning_rate_schedule(name, learning_rate, *, steps_per_epoch, epochs, warmup_epochs=0):
+    """The optimizer's learning rate for schedule `name` (see `names.LR_SCHEDULES`),
+    counted in training steps (the optimizer's `iterations`, which checkpoints keep).
+
+    `constant` without warm-up is the number itself. The others are
+    `keras.optimizers.schedules` over the steps after the warm-up: `cosine` decays to
+    0 at the last step, `exponential` to `EXPONENTIAL_FINAL_FRACTION` of the rate,
+    `step` divides it by `STEP_FACTOR` at each of `STEP_BOUNDARIES`. With
+    `warmup_epochs`, a linear ramp from 0 comes first (`Warmup`).
+    """
+    _check_schedule(name)
+    schedules = keras.optimizers.schedules
+    warmup_steps = warmup_epochs * steps_per_epoch
+    steps = max(epochs * steps_per_epoch - warmup_steps, 1)  # after the warm-up
+    if name == "constant":
+        after = None
+    elif name == "cosine":
+        after = schedules.CosineDecay(learning_rate, steps)
+    elif name == "exponential":
+        after = schedules.ExponentialDecay(learning_rate, steps, EXPONENTIAL_FINAL_FRACTION)
+    else:
+        boundaries = [max(round(f * steps), 1) for f in STEP_BOUNDARIES]
+        values = [learning_rate / STEP_FACTOR**i for i in range(len(boundaries) + 1)]
+        after = schedules.PiecewiseConstantDecay(boundaries, values)
+    if warmup_steps:
+        return Warmup(learning_rate, warmup_steps, after)
+    return learning_rate if after is None else after
 
 
 def _summed_on_read(shape=(), dtype=tf.float32):
@@ -132,7 +229,19 @@ class Trainer:
         max_epochs: Epochs to train. Defaults to `10`.
         batch_size: Global batch size, split across all replicas. Defaults to `256`.
         optimizer: A name from `OPTIMIZERS`. Defaults to `"sgd"`.
-        learning_rate: Optimizer learning rate. Defaults to `0.1`.
+        learning_rate: Optimizer learning rate (the peak, with a schedule).
+            Defaults to `0.1`.
+        lr_schedule: How the learning rate changes per training step, a name from
+            `LR_SCHEDULES` (see `learning_rate_schedule`); the epoch's last rate is
+            the `learning_rate` in the history. Defaults to `"constant"`.
+        warmup_epochs: Epochs of linear warm-up from 0 before the schedule.
+            Defaults to `0`.
+        weight_decay: Decoupled weight decay in the optimizer (Keras'
+            `weight_decay=`: each step, every kernel shrinks by
+            `learning_rate * weight_decay * W`; biases are not decayed). This is
+            the concise model's form; the scratch model's penalty is in its loss
+            (`model.losses`, added to each step's training loss). `0`: none, also
+            for `adamw`. Defaults to `0.0`.
         strategy: The `tf.distribute.Strategy`; create the model inside its
             `scope()`. Defaults to `None` (the default strategy).
         model_dir: Where `checkpoints/` go; `None` keeps none. Defaults to `None`.
@@ -164,6 +273,9 @@ class Trainer:
         batch_size=256,
         optimizer="sgd",
         learning_rate=0.1,
+        lr_schedule="constant",
+        warmup_epochs=0,
+        weight_decay=0.0,
         strategy=None,
         model_dir=None,
         seed=0,
@@ -181,8 +293,12 @@ class Trainer:
             )
         self.max_epochs = max_epochs
         self.batch_size = batch_size
+        _check_schedule(lr_schedule)  # now, not at fit
         self.optimizer_name = optimizer
         self.learning_rate = learning_rate
+        self.lr_schedule = lr_schedule
+        self.warmup_epochs = warmup_epochs
+        self.weight_decay = weight_decay
         self.strategy = strategy or tf.distribute.get_strategy()
         self.model_dir = model_dir
         self.seed = seed
@@ -218,8 +334,10 @@ class Trainer:
             The history: a dict of per-epoch lists keyed by `HISTORY_KEYS`.
         """
         self.check(model, data)
-        model.optimizer = self._make_optimizer(model)  # where Keras callbacks look for it
-        state, steps_per_epoch = TrainState(), len(data.train_images) // self.batch_size
+        steps_per_epoch = len(data.train_images) // self.batch_size
+        # Where Keras callbacks look for it.
+        model.optimizer = self._make_optimizer(model, steps_per_epoch)
+        state = TrainState()
         checkpoints, resumed = self._restore(model, state)
         first_epoch = state.epochs_done
         done = int(state.step.numpy()) - first_epoch * steps_per_epoch  # into first_epoch
@@ -286,8 +404,16 @@ class Trainer:
 
     def _restore(self, model, state):
         """The run's `Checkpointer`, and the checkpoint it restored (or `None`)."""
+        # Dropout's seed-generator states are variables but not weights, which
+        # tf.train.Checkpoint(model=...) leaves out: kept too, a resumed run draws the
+        # masks an uninterrupted one would. A model without them adds nothing.
+        weights = {id(w) for w in model.weights}
+        random_states = [v for v in model.variables if id(v) not in weights]
+        items = {"random_states": random_states} if random_states else {}
         checkpoints = callbacks_lib.Checkpointer(
-            tf.train.Checkpoint(model=model, optimizer=model.optimizer, **state.checkpoint_items()),
+            tf.train.Checkpoint(
+                model=model, optimizer=model.optimizer, **state.checkpoint_items(), **items
+            ),
             self.strategy,
             self.model_dir,
             self.keep_checkpoints,
@@ -308,11 +434,23 @@ class Trainer:
         ]
         return min(self.steps_per_execution, remaining, *(d for d in due if d))
 
-    def _make_optimizer(self, model):
-        with self.strategy.scope():
-            optimizer = keras.optimizers.get(
-                {"class_name": self.optimizer_name, "config": {"learning_rate": self.learning_rate}}
+    def _make_optimizer(self, model, steps_per_epoch):
+        config = {
+            "learning_rate": learning_rate_schedule(
+                self.lr_schedule,
+                self.learning_rate,
+                steps_per_epoch=steps_per_epoch,
+                epochs=self.max_epochs,
+                warmup_epochs=self.warmup_epochs,
             )
+        }
+        if self.weight_decay or self.optimizer_name == "adamw":  # AdamW's default is 0.004
+            config["weight_decay"] = self.weight_decay
+        with self.strategy.scope():
+            optimizer = keras.optimizers.get({"class_name": self.optimizer_name, "config": config})
+            if self.weight_decay:  # kernels only, as the scratch model's penalty
+                biases = [v for v in model.trainable_variables if len(v.shape) < 2]
+                optimizer.exclude_from_weight_decay(var_list=biases)
             if model.dtype_policy.name == "mixed_float16":
                 # float16 gradients underflow without loss scaling; bfloat16 needs none.
                 optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
@@ -366,6 +504,9 @@ class _CompiledSteps:
                 # Each replica's share of the global-batch mean; the optimizer sums the
                 # replicas' gradients, so the loss is scaled exactly once.
                 loss = tf.reduce_sum(per_example) / global_batch
+                penalty = replica_penalty(model)  # weight decay in the loss (scratch model)
+                if penalty is not None:
+                    loss += penalty
                 scaled_loss = optimizer.scale_loss(loss)  # the loss itself unless loss scaling
             grads = tape.gradient(scaled_loss, model.trainable_variables)
             optimizer.apply(grads, model.trainable_variables)

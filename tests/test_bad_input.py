@@ -601,7 +601,7 @@ class PredictTest(tf.test.TestCase, parameterized.TestCase, RejectsMixin):
         (
             "color",
             ["--model_dir={run}", "{tmp}/rgb.png"],
-            r"{tmp}/rgb.png: image mode RGB is not grayscale \(L\); pass --resize to convert",
+            r"{tmp}/rgb.png: image mode RGB is colour \(or a palette\), the model takes grayscale; pass --resize to convert",
         ),
         (
             "run_without_export",

@@ -9,7 +9,7 @@ import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
 
-from keras_mlp.layers import ReLU, ScratchDense
+from keras_mlp.layers import Dropout, L2Penalty, ReLU, ScratchDense
 from keras_mlp.models import MLPScratch, build_model, concise_mlp
 
 
@@ -167,6 +167,132 @@ class MLPScratchTest(tf.test.TestCase, parameterized.TestCase):
             build_model("big", (4,), 3)
         with self.assertRaisesRegex(ValueError, "Unknown initializer.*initializer='zeros'"):
             build_model("scratch", (4,), 3, initializer="zeros")
+
+
+def _layer_types(model):
+    return [type(layer).__name__ for layer in model.layers]
+
+
+class RegularisedModelsTest(tf.test.TestCase, parameterized.TestCase):
+    def test_scratch_dropout_layers_follow_the_hidden_activations(self):
+        model = build_model("scratch", (4, 4), 3, hidden_units=(8, 6), dropout=(0.2, 0.5))
+        self.assertEqual([d.rate for d in model.dropout_layers], [0.2, 0.5])
+        self.assertTrue(all(type(d) is Dropout for d in model.dropout_layers))
+        one = build_model("scratch", (4, 4), 3, hidden_units=(8, 6), dropout=(0.0, 0.3))
+        self.assertEqual([d.rate for d in one.dropout_layers], [0.3])
+        self.assertEqual(MLPScratch(hidden_units=(8, 6), dropout=0.4).dropout, (0.4, 0.4))
+        # Dropout after the second hidden layer only: the first hidden layer's output is
+        # untouched in training, the second's has zeros, the logits change.
+        x = np.random.default_rng(0).uniform(size=(64, 4, 4)).astype("float32")
+        H1 = np.maximum(x.reshape(64, 16) @ one.W1.numpy() + one.b1.numpy(), 0)
+        H2 = np.maximum(H1 @ one.W2.numpy() + one.b2.numpy(), 0)
+        self.assertAllClose(one(x), H2 @ one.W3.numpy() + one.b3.numpy(), rtol=1e-5, atol=1e-6)
+        self.assertNotAllClose(one(x, training=True), one(x))
+
+    def test_concise_dropout_layers_follow_the_hidden_dense_layers(self):
+        model = build_model("concise", (4, 4), 3, hidden_units=(8, 6), dropout=(0.2, 0.5))
+        self.assertEqual(
+            _layer_types(model), ["Flatten", "Dense", "Dropout", "Dense", "Dropout", "Dense"]
+        )
+        self.assertEqual([layer.rate for layer in model.layers[2:5:2]], [0.2, 0.5])
+        self.assertIsInstance(model.layers[2], keras.layers.Dropout)
+        partly = build_model("concise", (4, 4), 3, hidden_units=(8, 6), dropout=(0.3, 0.0))
+        self.assertEqual(_layer_types(partly), ["Flatten", "Dense", "Dropout", "Dense", "Dense"])
+
+    @parameterized.parameters("scratch", "concise")
+    def test_zero_dropout_and_decay_is_exactly_the_model_without(self, name):
+        extra = {"weight_decay": 0.0} if name == "scratch" else {}
+        keras.utils.set_random_seed(5)
+        plain = build_model(name, (6, 6), 4, hidden_units=(16, 8))
+        keras.utils.set_random_seed(5)
+        zero = build_model(name, (6, 6), 4, hidden_units=(16, 8), dropout=(0.0, 0.0), **extra)
+        self.assertEqual(_layer_types(zero), _layer_types(plain))
+        self.assertNotIn("Dropout", _layer_types(zero))
+        # No seed generator: the variables are the weights, and no penalty.
+        self.assertEqual([v.path for v in zero.variables], [v.path for v in zero.weights])
+        self.assertLen(zero.variables, len(plain.weights))
+        self.assertEqual(zero.losses, [])
+        for a, b in zip(plain.get_weights(), zero.get_weights(), strict=True):
+            self.assertAllEqual(a, b)
+        x = np.random.default_rng(1).uniform(size=(8, 6, 6)).astype("float32")
+        self.assertAllEqual(zero(x, training=True), plain(x, training=True))
+        # And the draws that follow the build are the same: no random number was taken.
+        self.assertAllEqual(keras.random.uniform((3,)), self._draws_after_plain_build(name))
+
+    def _draws_after_plain_build(self, name):
+        keras.utils.set_random_seed(5)
+        build_model(name, (6, 6), 4, hidden_units=(16, 8))
+        return keras.random.uniform((3,))
+
+    @parameterized.parameters("scratch", "concise")
+    def test_dropout_leaves_the_initial_weights_as_they_were(self, name):
+        keras.utils.set_random_seed(6)
+        plain = build_model(name, (6, 6), 4, hidden_units=(16,))
+        keras.utils.set_random_seed(6)
+        dropped = build_model(name, (6, 6), 4, hidden_units=(16,), dropout=0.5)
+        for a, b in zip(plain.get_weights(), dropped.get_weights(), strict=True):
+            self.assertAllEqual(a, b)
+        x = np.ones((4, 6, 6), "float32")
+        self.assertAllEqual(dropped(x), plain(x))  # inference: no dropout
+
+    def test_weight_decay_penalty_and_its_gradient_on_a_hand_computed_case(self):
+        lambd = 0.2
+        model = build_model("scratch", (2,), 2, hidden_units=(2,), weight_decay=lambd)
+        W1 = np.array([[1.0, -2.0], [0.5, 3.0]], "float32")
+        W2 = np.array([[-1.0, 4.0], [2.0, 0.0]], "float32")
+        b1, b2 = np.array([5.0, 6.0], "float32"), np.array([7.0, -8.0], "float32")
+        model.set_weights([W1, b1, W2, b2])
+        with tf.GradientTape() as tape:
+            model(np.zeros((1, 2), "float32"))
+            penalty = tf.add_n(model.losses)
+        # lambd / 2 * (||W1||^2 + ||W2||^2) = 0.1 * (1 + 4 + 0.25 + 9 + 1 + 16 + 4 + 0)
+        self.assertAllClose(penalty, 0.1 * 35.25)
+        grads = tape.gradient(penalty, model.trainable_variables)
+        self.assertAllClose(grads[0], lambd * W1)
+        self.assertAllClose(grads[2], lambd * W2)
+        self.assertEqual((grads[1], grads[3]), (None, None))  # biases are not decayed
+        self.assertTrue(all(isinstance(d.kernel_regularizer, L2Penalty) for d in model.layers[:2]))
+
+    def test_plain_fit_adds_the_penalty_to_the_training_loss(self):
+        model = build_model("scratch", (4,), 3, hidden_units=(8,), weight_decay=0.5, sigma=0.5)
+        model.compile(
+            optimizer=keras.optimizers.SGD(0.0),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+        x, y = np.ones((16, 4), "float32"), np.zeros(16, "int64")
+        fit_loss = model.fit(x, y, batch_size=16, epochs=1, verbose=0).history["loss"][0]
+        data_loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(y, model(x))
+        penalty = 0.5 / 2 * (np.sum(model.W1.numpy() ** 2) + np.sum(model.W2.numpy() ** 2))
+        self.assertAllClose(fit_loss, float(data_loss) + penalty, rtol=1e-5)
+
+    def test_config_round_trip_keeps_dropout_and_weight_decay(self):
+        model = MLPScratch(3, hidden_units=(8, 4), dropout=(0.1, 0.3), weight_decay=1e-3)
+        clone = MLPScratch.from_config(model.get_config())
+        self.assertEqual((clone.dropout, clone.weight_decay), ((0.1, 0.3), 1e-3))
+        model.build((None, 5))
+        path = os.path.join(self.get_temp_dir(), "regularised.keras")
+        model.save(path)
+        loaded = keras.models.load_model(path)
+        self.assertEqual([d.rate for d in loaded.dropout_layers], [0.1, 0.3])
+        x = np.ones((2, 5), "float32")
+        self.assertAllClose(loaded(x), model(x))
+
+    @parameterized.named_parameters(
+        ("too_many_rates", {"hidden_units": (8, 4), "dropout": (0.1, 0.2, 0.3)}, "dropout="),
+        ("rate_one", {"dropout": 1.0}, "dropout=1.0"),
+        ("negative_rate", {"dropout": (-0.1,)}, "dropout="),
+        ("negative_decay", {"weight_decay": -1.0}, "weight_decay=-1.0"),
+        ("nan_decay", {"weight_decay": float("nan")}, "weight_decay=nan"),
+    )
+    def test_rejects_bad_regularisation(self, kwargs, message):
+        with self.assertRaisesRegex(ValueError, message):
+            MLPScratch(**kwargs)
+
+    def test_concise_model_refuses_a_penalty(self):
+        with self.assertRaisesRegex(ValueError, "through the optimizer.*weight_decay=0.1"):
+            build_model("concise", (4,), 3, weight_decay=0.1)
+        with self.assertRaisesRegex(ValueError, "dropout=1.5"):
+            concise_mlp((4,), 3, dropout=1.5)
 
 
 if __name__ == "__main__":

@@ -17,11 +17,14 @@ import time
 from pathlib import Path
 from unittest import mock
 
+import numpy as np
 import pytest
 import tensorflow as tf
 from cli_util import Result, error_lines, run_main, run_tool, start_tool
+from tensorboard.backend.event_processing import event_accumulator
 
 from keras_mlp import launch, train
+from keras_mlp.data import load_dataset
 from keras_mlp.launch import free_ports, tf_config
 
 # CPU only (num_gpus=0), also on a GPU host: one device, mirrored on 2 logical CPUs
@@ -35,7 +38,7 @@ QUICK = (
 )
 MULTI_WORKER = "--strategy=multi_worker_mirrored"
 LAUNCHED = re.compile(r"\[launcher\] worker (\d+) \(pid (\d+)\) on 127\.0\.0\.1:\d+$", re.M)
-STOPPED = re.compile(r"^error: stopped by (\w+) at step (\d+); checkpoint saved as (\S+);", re.M)
+STOPPED = re.compile(r"error: stopped by (\w+) at step (\d+); checkpoint saved as (\S+);")
 
 
 def fingerprints(output):
@@ -92,13 +95,15 @@ def finished(process, timeout=60):
     return Result(process.returncode, "".join(process.out), "".join(process.err))
 
 
-def wait_until(condition, processes, timeout=120):
+def wait_for_line(process, text, *, others=(), timeout=120):
+    """Waits until `process` printed a line holding `text`; fails if it (or one of
+    `others`) ends first, or after `timeout` seconds."""
     end = time.monotonic() + timeout
-    while not condition():
-        if any(p.poll() is not None for p in processes):
-            raise AssertionError("a process ended before " + condition.__doc__)
+    while not any(text in line for line in process.out):
+        if any(p.poll() is not None for p in (process, *others)):
+            raise AssertionError(f"a process ended before {text!r} was printed")
         if time.monotonic() > end:
-            raise AssertionError("timed out waiting until " + condition.__doc__)
+            raise AssertionError(f"{text!r} not printed within {timeout} s")
         time.sleep(0.05)
 
 
@@ -149,10 +154,11 @@ class BadClusterInputTest(tf.test.TestCase):
         hosts = "--worker_hosts=127.0.0.1:1,127.0.0.1:2"
         self.assert_bad_input(
             self.train(hosts, "--task_index=5"),
-            "--task_index=5 is outside --worker_hosts (2 hosts: 0..1)",
+            f"--task_index=5 is outside {hosts} (2 hosts: 0..1)",
         )
         self.assert_bad_input(
-            self.train(hosts), "--task_index=None is outside --worker_hosts (2 hosts: 0..1)"
+            self.train(hosts),
+            f"{hosts} (2 hosts: 0..1) needs --task_index=N, this worker's position in the list",
         )
         self.assert_bad_input(
             self.train(),
@@ -226,23 +232,47 @@ class MultiWorkerTest(tf.test.TestCase):
             timeout=timeout + 30,
         )
 
+    def worker_hosts_cluster(self, *args):
+        """Two workers started by hand from --worker_hosts/--task_index (no TF_CONFIG,
+        as the README shows); returns both Results."""
+        hosts = ",".join(f"127.0.0.1:{port}" for port in free_ports(2))
+        env = {"TF_CONFIG": None, "TMPDIR": str(self.worker_tmp)}
+        commands = [
+            ("train", [*args, MULTI_WORKER, f"--worker_hosts={hosts}", f"--task_index={i}"], env)
+            for i in (0, 1)
+        ]
+        with started(*commands) as workers:
+            return [finished(worker, timeout=150) for worker in workers]
+
     def test_two_workers_train_like_one_machine(self):
-        """1 worker, 2 workers and mirrored on 2 CPUs each give one device's losses;
-        the 2-worker run's workers agree and only the chief writes."""
+        """Mirrored on 2 CPUs, a 1-worker launch and a 2-worker cluster from
+        --worker_hosts each give one device's losses; both workers end with the
+        same weights, and only the chief writes."""
         runs = {}
-        for name, strategy in [("one_device", "one_device"), ("mirrored", "mirrored")]:
-            model_dir = self.tmp / name
+        for strategy in ("one_device", "mirrored"):
+            model_dir = self.tmp / strategy
             result = run_main(
-                train.main, *QUICK, "--cpu_devices=2", f"--strategy={strategy}", f"--model_dir={model_dir}"
+                train.main,
+                *QUICK,
+                f"--strategy={strategy}",
+                "--cpu_devices=2",
+                f"--model_dir={model_dir}",
             )
             self.assertEqual(result.returncode, 0, result.stderr)
-            runs[name] = history(model_dir)
-        for workers, name in [(1, "one_worker"), (2, "two_workers")]:
-            model_dir = self.tmp / name
-            result = self.launch(*QUICK, f"--model_dir={model_dir}", workers=workers)
-            self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
-            self.assertIn(f"{workers} replica(s)", result.stdout)
-            runs[name] = history(model_dir)
+            self.assertIn(f"{1 if strategy == 'one_device' else 2} replica(s)", result.stdout)
+            runs[strategy] = history(model_dir)
+        result = self.launch(*QUICK, f"--model_dir={self.tmp / 'one_worker'}", workers=1)
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertIn("[worker 0] epoch 2/2", result.stdout)
+        runs["one_worker"] = history(self.tmp / "one_worker")
+
+        model_dir = self.tmp / "two_workers"
+        workers = self.worker_hosts_cluster(*QUICK, f"--model_dir={model_dir}")
+        for worker in workers:
+            self.assertEqual(worker.returncode, 0, worker.stdout + worker.stderr)
+            self.assertIn("2 replica(s)", worker.stdout)
+        runs["two_workers"] = history(model_dir)
+
         reference = runs.pop("one_device")
         self.assertLen(reference["loss"], 2)
         for name, other in runs.items():
@@ -250,14 +280,10 @@ class MultiWorkerTest(tf.test.TestCase):
             self.assertAllClose(other["loss"], reference["loss"], atol=1e-4, msg=name)
             self.assertAllClose(other["val_loss"], reference["val_loss"], atol=1e-4, msg=name)
 
-        # The 2-worker run (the last `result`): identical weights on both workers.
-        for worker in (0, 1):
-            self.assertIn(f"[worker {worker}] epoch 2/2", result.stdout)
-        prints = fingerprints(result.stdout)
-        self.assertLen(prints, 2)
-        self.assertEqual(prints[0], prints[1])
+        prints = [fingerprints(worker.stdout) for worker in workers]
+        self.assertEqual([len(p) for p in prints], [1, 1])
+        self.assertEqual(prints[0], prints[1])  # both workers hold identical weights
         # Only the chief writes the run's files; worker 1's checkpoint copy is removed.
-        model_dir = self.tmp / "two_workers"
         self.assertEqual(
             sorted(p.name for p in model_dir.iterdir()),
             [
@@ -273,25 +299,6 @@ class MultiWorkerTest(tf.test.TestCase):
         self.assertTrue(tf.train.latest_checkpoint(str(model_dir / "checkpoints")))
         self.assertEqual(list(self.worker_tmp.iterdir()), [])
 
-    def test_cluster_from_worker_hosts(self):
-        """No TF_CONFIG: --worker_hosts and --task_index, as the README shows."""
-        model_dir = self.tmp / "hosts"
-        hosts = ",".join(f"127.0.0.1:{port}" for port in free_ports(2))
-        args = [*QUICK, "--model=concise", MULTI_WORKER, f"--worker_hosts={hosts}"]
-        env = {"TF_CONFIG": None, "TMPDIR": str(self.worker_tmp)}
-        with started(
-            *[("train", [*args, f"--task_index={i}", f"--model_dir={model_dir}"], env) for i in (0, 1)]
-        ) as workers:
-            results = [finished(worker, timeout=150) for worker in workers]
-        for result in results:
-            self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
-            self.assertIn("2 replica(s)", result.stdout)
-        prints = [fingerprints(result.stdout) for result in results]
-        self.assertEqual([len(p) for p in prints], [1, 1])
-        self.assertEqual(prints[0], prints[1])
-        self.assertLen(history(model_dir)["loss"], 2)
-        self.assertEqual(list(self.worker_tmp.iterdir()), [])
-
     def test_sigterm_to_one_worker_stops_both_at_the_same_step(self):
         """The SIGTERM vote: only worker 1 gets the signal; both stop at one step,
         and the chief's checkpoint holds that step."""
@@ -299,7 +306,7 @@ class MultiWorkerTest(tf.test.TestCase):
         hosts = [f"127.0.0.1:{port}" for port in free_ports(2)]
         args = [
             *QUICK,
-            "--epochs=40",
+            "--epochs=10",
             "--batch_size=32",
             "--steps_per_execution=5",
             MULTI_WORKER,
@@ -308,12 +315,7 @@ class MultiWorkerTest(tf.test.TestCase):
         with started(
             *[("train", args, {"TF_CONFIG": tf_config(hosts, i)}) for i in (0, 1)]
         ) as workers:
-
-            def in_epoch_2():
-                """worker 1 finished epoch 1"""
-                return any(line.startswith("epoch 1/40") for line in workers[1].out)
-
-            wait_until(in_epoch_2, workers)
+            wait_for_line(workers[1], "epoch 1/10", others=workers)
             workers[1].send_signal(signal.SIGTERM)
             results = [finished(worker) for worker in workers]
         stops = []
@@ -328,28 +330,39 @@ class MultiWorkerTest(tf.test.TestCase):
         self.assertGreater(int(step), 2000 // 32)  # after epoch 1
         checkpoint = f"{model_dir}/checkpoints/ckpt-{step}"
         self.assertEqual(chief_saved, checkpoint)
-        self.assertEqual(other_saved, checkpoint)  # the checkpoint to resume from
         self.assertEqual(tf.train.latest_checkpoint(str(model_dir / "checkpoints")), checkpoint)
         saved = tf.train.load_variable(checkpoint, "step/.ATTRIBUTES/VARIABLE_VALUE")
         self.assertEqual(int(saved), int(step))
+        self.assertFalse((model_dir / "metrics.json").exists())
+        # Worker 1's line must name the same checkpoint, not the chief's previous one.
+        self.assertEqual(other_saved, checkpoint, "worker 1 names another checkpoint")
+
+    def test_sigterm_before_training_starts_is_not_swallowed(self):
+        """Creating the strategy installs TensorFlow's own SIGTERM handler, which
+        ignored the signal: the worker then trained to the end and exited 0."""
+        model_dir = self.tmp / "early"
+        config = tf_config([f"127.0.0.1:{free_ports(1)[0]}"], 0)  # a cluster of one
+        args = [*QUICK, "--epochs=20", "--batch_size=32", MULTI_WORKER, f"--model_dir={model_dir}"]
+        with started(("train", args, {"TF_CONFIG": config})) as (worker,):
+            # Printed once strategy, data and model are built, before training starts.
+            wait_for_line(worker, "replica(s); outputs in")
+            worker.send_signal(signal.SIGTERM)
+            result = finished(worker)
+        # Killed by the signal before training, or stopped cleanly at a step: never trained on.
+        self.assertIn(result.returncode, (-signal.SIGTERM, 128 + signal.SIGTERM), result.stdout)
+        self.assertNotIn("epoch 20/20", result.stdout)
         self.assertFalse((model_dir / "metrics.json").exists())
 
     def test_killed_worker_stops_the_cluster_and_a_rerun_resumes(self):
         train_args = [
             *QUICK,
-            "--epochs=12",
+            "--epochs=6",
             "--batch_size=32",
-            "--hidden_units=16",
             f"--model_dir={self.tmp / 'killed'}",
         ]
         launcher_args = ["--workers=2", "--timeout=120", "--", *train_args]
         with started(("launch", launcher_args, {"TF_CONFIG": None})) as (launcher,):
-
-            def epoch_1_done():
-                """worker 1 finished epoch 1"""
-                return any(line.startswith("[worker 1] epoch 1/12") for line in launcher.out)
-
-            wait_until(epoch_1_done, [launcher])
+            wait_for_line(launcher, "[worker 1] epoch 1/6")
             pids = {int(i): int(pid) for i, pid in LAUNCHED.findall("".join(launcher.out))}
             self.assertEqual(sorted(pids), [0, 1])
             os.kill(pids[1], signal.SIGKILL)
@@ -366,14 +379,66 @@ class MultiWorkerTest(tf.test.TestCase):
         # The same launch again resumes from the chief's last checkpoint and finishes.
         rerun = self.launch(*train_args)
         self.assertEqual(rerun.returncode, 0, rerun.stdout + rerun.stderr)
-        resumed = re.findall(r"^\[worker (\d)\] resuming from (\S+): epoch (\d+)", rerun.stdout, re.M)
+        resumed = re.findall(
+            r"^\[worker (\d)\] resuming from (\S+): epoch (\d+)", rerun.stdout, re.M
+        )
         self.assertEqual(sorted(w for w, _, _ in resumed), ["0", "1"])
         self.assertEqual(resumed[0][1:], resumed[1][1:])  # both from the same checkpoint
-        self.assertBetween(int(resumed[0][2]), 2, 12)
-        self.assertLen(history(self.tmp / "killed")["loss"], 12)
+        self.assertBetween(int(resumed[0][2]), 2, 6)
+        self.assertLen(history(self.tmp / "killed")["loss"], 6)
         prints = fingerprints(rerun.stdout)
         self.assertLen(prints, 2)
         self.assertEqual(prints[0], prints[1])
+
+    def test_two_workers_with_image_summaries(self):
+        """Image summaries in a cluster (they once crashed it after epoch 1): the run
+        finishes, both workers agree, and the confusion counts logged by the chief equal
+        those of the exported model's predictions on the validation split."""
+        model_dir = self.tmp / "images"
+        result = self.launch(*QUICK, "--image_summaries", f"--model_dir={model_dir}")
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        prints = fingerprints(result.stdout)
+        self.assertLen(prints, 2)
+        self.assertEqual(prints[0], prints[1])
+        accumulator = event_accumulator.EventAccumulator(
+            str(model_dir / "logs" / "validation"), size_guidance={"tensors": 0}
+        )
+        accumulator.Reload()
+        events = accumulator.Tensors("confusion_matrix_counts")
+        self.assertEqual([e.step for e in events], [1, 2])
+        table = tf.make_ndarray(events[-1].tensor_proto).item().decode()
+        logged = np.array(
+            [[int(c) for c in row.split("|")[2:-1]] for row in table.splitlines()[2:]]
+        )
+        data = load_dataset("synthetic")
+        served = tf.saved_model.load(str(model_dir / "export")).signatures["serving_default"]
+        predicted = served(images=tf.constant(data.val_images))["class_ids"].numpy()
+        expected = np.zeros((data.num_classes, data.num_classes), int)
+        np.add.at(expected, (data.val_labels, predicted), 1)
+        self.assertAllEqual(logged, expected)
+
+    def test_sigterm_to_the_launcher_stops_every_worker(self):
+        with started(
+            (
+                "launch",
+                [
+                    "--workers=1",
+                    "--",
+                    *QUICK,
+                    "--epochs=100000",
+                    f"--model_dir={self.tmp / 'term'}",
+                ],
+                {"TF_CONFIG": None},
+            )
+        ) as (launcher,):
+            wait_for_line(launcher, "epoch 1/100000")
+            pids = [int(pid) for _, pid in LAUNCHED.findall("".join(launcher.out))]
+            launcher.send_signal(signal.SIGTERM)
+            result = finished(launcher, timeout=30)
+        self.assertEqual(result.returncode, 143, result.stderr)
+        self.assertIn("error: stopped by SIGTERM; stopped all workers", error_lines(result))
+        self.assertLen(pids, 1)
+        self.assertFalse(group_alive(pids[0]))
 
     def test_launcher_timeout_stops_every_worker(self):
         model_dir = self.tmp / "timeout"

@@ -89,7 +89,7 @@ class ResumeTest(tf.test.TestCase, parameterized.TestCase):
     # Checkpoints every 10 steps (most of them mid-epoch), 5 steps per compiled call.
     DETERMINISTIC = (
         *SYNTHETIC,
-        "--epochs=12",
+        "--epochs=4",
         "--deterministic",
         "--checkpoint_every_steps=10",
         "--steps_per_execution=5",
@@ -107,10 +107,11 @@ class ResumeTest(tf.test.TestCase, parameterized.TestCase):
         killed = self.tmp / "killed"
         with running(*self.DETERMINISTIC, f"--model_dir={killed}") as process:
             # SIGKILL just after the first mid-epoch checkpoint past epoch 1.
-            state = killed / "checkpoints" / "checkpoint"
-            while not (state.exists() and checkpoint_step(killed) > STEPS_PER_EPOCH):
+            state, seen = killed / "checkpoints" / "checkpoint", 0
+            while seen <= STEPS_PER_EPOCH or seen % STEPS_PER_EPOCH == 0:
                 self.assertIsNone(process.poll(), "the run ended before it could be killed")
                 time.sleep(0.005)
+                seen = checkpoint_step(killed) if state.exists() else 0
             process.kill()
         self.assertFalse((killed / "metrics.json").exists())
 
@@ -122,7 +123,7 @@ class ResumeTest(tf.test.TestCase, parameterized.TestCase):
         self.assertIsNotNone(where, resumed.stdout)
         step, epoch, in_epoch = map(int, where.groups())
         self.assertEqual(step, (epoch - 1) * STEPS_PER_EPOCH + in_epoch)
-        self.assertBetween(epoch, 2, 12)
+        self.assertBetween(step, seen, 4 * STEPS_PER_EPOCH - 1)  # not before, not after the end
         for a, b in zip(weights(self.full), weights(killed), strict=True):
             self.assertAllEqual(a, b)  # bitwise
         history, reference = metrics(killed)["history"], metrics(self.full)["history"]
@@ -131,9 +132,7 @@ class ResumeTest(tf.test.TestCase, parameterized.TestCase):
         self.assertEqual(history["val_accuracy"], reference["val_accuracy"])
         self.assertEqual(history["val_loss"], reference["val_loss"])
         for log in ("train", "validation"):  # every epoch logged exactly once
-            self.assertEqual(
-                logged_epochs(killed / "logs" / log), {e: 1 for e in range(1, 13)}, log
-            )
+            self.assertEqual(logged_epochs(killed / "logs" / log), {e: 1 for e in range(1, 5)}, log)
 
     def test_two_deterministic_runs_are_identical(self):
         again = self.tmp / "again"
@@ -143,12 +142,14 @@ class ResumeTest(tf.test.TestCase, parameterized.TestCase):
             self.assertAllEqual(a, b)
         self.assertEqual(metrics(again)["history"]["loss"], metrics(self.full)["history"]["loss"])
 
-    @parameterized.named_parameters(("sigterm", signal.SIGTERM, 143), ("sigint", signal.SIGINT, 130))
+    @parameterized.named_parameters(
+        ("sigterm", signal.SIGTERM, 143), ("sigint", signal.SIGINT, 130)
+    )
     def test_signal_saves_a_checkpoint_and_the_rerun_finishes(self, sig, exit_code):
         model_dir = self.tmp / sig.name
-        args = [*SYNTHETIC, "--epochs=20", "--steps_per_execution=5", f"--model_dir={model_dir}"]
+        args = [*SYNTHETIC, "--epochs=10", "--steps_per_execution=5", f"--model_dir={model_dir}"]
         with running(*args) as process:
-            wait_for_line(process, "epoch 2/20")
+            wait_for_line(process, "epoch 2/10")
             process.send_signal(sig)
             _, stderr = process.communicate(timeout=60)
         self.assertEqual(process.returncode, exit_code, stderr)
@@ -176,17 +177,18 @@ class ResumeTest(tf.test.TestCase, parameterized.TestCase):
             resumed.stdout,
         )
         final = metrics(model_dir)
-        self.assertLen(final["history"]["loss"], 20)
-        self.assertEqual(final["final"]["epochs"], 20)
+        self.assertLen(final["history"]["loss"], 10)
+        self.assertEqual(final["final"]["epochs"], 10)
 
     def test_nan_guard_stops_naming_the_steps(self):
         model_dir = self.tmp / "nan"
-        result = run_tool(
-            "train",
+        result = run_main(  # in-process: the exit status comes from the same wrapper
+            train.main,
             *SYNTHETIC,
             "--epochs=3",
             "--learning_rate=1e4",
             "--activation=linear",  # ReLU nets die at this rate with finite (huge) losses
+            "--divergence_factor=0",  # the check of finite but exploding losses: off
             "--steps_per_execution=1",
             f"--model_dir={model_dir}",
         )

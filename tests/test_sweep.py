@@ -250,9 +250,56 @@ def test_sweep_rows_best_first_with_failures_recorded(finished_sweep):
         "hidden_units=slow-learning_rate=0.1": "timed out after 5s",
         "hidden_units=slow-learning_rate=0.5": "timed out after 5s",
     }
-    assert [{k: str(r.get(k, "")) for k in table[0]} for r in rows] == table
+    summary = _read_csv(sweep_dir / "summary.csv")
+    as_text = [{k: "" if r[k] is None else str(r[k]) for k in summary[0]} for r in rows]
+    assert as_text == summary  # run_sweep returns the summary it writes
+    assert [(r["hidden_units"], r["learning_rate"], r["done"]) for r in summary[:4]] == [
+        ("16", "0.1", "1"),
+        ("8", "0.5", "1"),
+        ("16", "0.5", "1"),
+        ("8", "0.1", "1"),
+    ]
     assert (sweep_dir / "results.png").read_bytes()[:4] == b"\x89PNG"
     assert "_hparams_/experiment" in _hparams_experiment(sweep_dir)
+
+
+def test_repeats_run_each_point_with_consecutive_seeds_and_summarize(tmp_path, monkeypatch):
+    sweep_dir = tmp_path / "repeats"
+    accuracy = {("8", "3"): 0.5, ("8", "4"): 0.7, ("16", "3"): 0.8, ("16", "4"): 0.8}
+    for (h, seed), value in accuracy.items():
+        _finish_trial(sweep_dir, {"hidden_units": h, "seed": seed}, value, [1.0])
+    monkeypatch.setattr(sweep.subprocess, "run", _FakeTrials())
+    result = run_main(
+        sweep.main,
+        f"--sweep_dir={sweep_dir}",
+        "--grid=hidden_units=8,16",
+        "--repeats=2",
+        "--",
+        "--dataset=synthetic",
+        "--seed=3",
+    )
+    assert result.returncode == 0, result.stderr
+    runs = _read_csv(sweep_dir / "results.csv")
+    assert sorted((r["hidden_units"], r["seed"]) for r in runs) == sorted(accuracy)
+    summary = {r["hidden_units"]: r for r in _read_csv(sweep_dir / "summary.csv")}
+    assert float(summary["8"]["val_accuracy_mean"]) == pytest.approx(0.6)
+    assert float(summary["8"]["val_accuracy_std"]) == pytest.approx(0.1414213, rel=1e-5)  # ddof=1
+    assert float(summary["16"]["val_accuracy_std"]) == 0.0
+    assert list(summary) == ["16", "8"]  # best mean first
+    assert "0.6000 ± 0.1414" in result.stdout
+    assert (sweep_dir / "results.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_repeats_refuse_a_seed_grid_and_bad_training_flags(tmp_path):
+    for args, message in (
+        (["--grid=seed=1,2", "--repeats=2"], "--repeats chooses the seeds"),
+        (["--grid=hidden_units=8", "--repeats=0"], "--repeats=0 must be a positive integer"),
+        (["--grid=hidden_units=8", "--repeats=2", "--", "--seed=x"], "the training flags"),
+    ):
+        result = run_main(sweep.main, f"--sweep_dir={tmp_path / 's'}", *args)
+        assert result.returncode == 2, result
+        assert message in error_lines(result)[0]
+        assert not (tmp_path / "s").exists()
 
 
 class _CsvDiesMidway(csv.DictWriter):
@@ -328,7 +375,7 @@ def test_optuna_pruning_reports_each_epoch_and_prunes_when_the_pruner_says_so():
 
 class _StandInTrain:
     """Replaces `keras_mlp.run.train` in the search: no TensorFlow, the model_dir rules
-    of the real one (`run_dir.inspect` / `prepare`; metrics.json marks a finished run),
+    of the real one (`run_dir.inspect` / `claim`; metrics.json marks a finished run),
     and a validation accuracy per trial from `epoch1` (then +0.01 per epoch), reported to
     the callbacks (the search's OptunaPruning) each epoch as the Trainer does."""
 
@@ -342,17 +389,17 @@ class _StandInTrain:
         if status == run_dir.COMPLETE:
             metrics = json.loads((model_dir / "metrics.json").read_text())
             return RunResult(str(model_dir), metrics["history"])
-        run_dir.prepare(model_dir, config)
-        if model_dir.name == "best":
-            history = {"val_accuracy": [self.retrained] * config.epochs}
-        else:
-            history = {"val_accuracy": []}
-            for epoch in range(config.epochs):
-                accuracy = self.epoch1[int(model_dir.name[6:])] + 0.01 * epoch
-                history["val_accuracy"].append(accuracy)
-                for callback in callbacks:
-                    callback.on_epoch_end(epoch, {"val_accuracy": accuracy})
-        reporting.write_json(model_dir / "metrics.json", {"history": history})
+        with run_dir.claim(model_dir, config):
+            if model_dir.name == "best":
+                history = {"val_accuracy": [self.retrained] * config.epochs}
+            else:
+                history = {"val_accuracy": []}
+                for epoch in range(config.epochs):
+                    accuracy = self.epoch1[int(model_dir.name[6:])] + 0.01 * epoch
+                    history["val_accuracy"].append(accuracy)
+                    for callback in callbacks:
+                        callback.on_epoch_end(epoch, {"val_accuracy": accuracy})
+            reporting.write_json(model_dir / "metrics.json", {"history": history})
         return RunResult(str(model_dir), history)
 
 

@@ -393,6 +393,29 @@ class TrainedRunTest(tf.test.TestCase):
             self.assertEqual(top[f"big{i}.png"], top[f"original{i}.png"])
             self.assertEqual(top[f"original{i}.png"], str(self.labels[i]))
 
+    def test_predict_scales_16_bit_and_float_grayscale_to_8_bits(self):
+        files = []
+        for i in range(3):
+            pixels = self.images[i]
+            Image.fromarray(pixels).save(self.tmp / f"eight{i}.png")
+            wide = Image.fromarray(pixels.astype(np.uint16) * 257)  # 16-bit grayscale, same picture
+            self.assertEqual(wide.mode, "I;16")
+            wide.save(self.tmp / f"sixteen{i}.png")
+            Image.fromarray(pixels.astype(np.float32) / 255.0, mode="F").save(
+                self.tmp / f"float{i}.tiff"
+            )
+            files += [
+                self.tmp / f"eight{i}.png",
+                self.tmp / f"sixteen{i}.png",
+                self.tmp / f"float{i}.tiff",
+            ]
+        # Without --resize: a grayscale picture of the model's size needs no conversion flag.
+        lines = self._predict("--top_k=2", *files)
+        scores = dict(line.split(": ", 1) for line in lines)
+        for i in range(3):
+            self.assertEqual(scores[f"sixteen{i}.png"], scores[f"eight{i}.png"])
+            self.assertEqual(scores[f"float{i}.tiff"], scores[f"eight{i}.png"])
+
 
 # The chapter's bar is 0.85 after 10 epochs. The scratch seed run ends right at it: in
 # deterministic runs on the 2-core test machine, seeds 0-5 gave a final val_accuracy of

@@ -79,6 +79,24 @@ class TrainerTest(tf.test.TestCase, parameterized.TestCase):
             one_history["val_accuracy"], mirrored_history["val_accuracy"], atol=1e-6
         )
 
+    def test_mirrored_runs_of_different_models_in_one_process(self):
+        # A second MirroredStrategy would reuse the first's collective keys with other shapes.
+        self.assertIs(get_strategy("mirrored", num_gpus=0), get_strategy("mirrored", num_gpus=0))
+        data = load_dataset("synthetic")
+        for hidden_units in ((48,), (8, 8)):
+            trainer = Trainer(
+                max_epochs=1,
+                batch_size=64,
+                strategy=get_strategy("mirrored", num_gpus=0),
+                verbose=False,
+            )
+            with trainer.strategy.scope():
+                model = build_model(
+                    "concise", data.input_shape, data.num_classes, hidden_units=hidden_units
+                )
+            history = trainer.fit(model, data)
+            self.assertTrue(np.isfinite(history["loss"][0]))
+
     def test_each_tf_function_is_traced_once(self):
         data = load_dataset("synthetic")
         # 2000 // 64 = 31 steps per epoch in chunks of 7: the last chunk of each epoch is 3.
@@ -166,7 +184,9 @@ class TrainerTest(tf.test.TestCase, parameterized.TestCase):
             Trainer(optimizer="sgdd")
 
     def test_diverging_loss_stops_with_a_hint(self):
-        with self.assertRaisesRegex(TrainingDiverged, "became nan in steps 2-31 .*epoch 1.*lower learning_rate"):
+        with self.assertRaisesRegex(
+            TrainingDiverged, "became nan in steps 2-31 .*epoch 1.*lower learning_rate"
+        ):
             _train("default", learning_rate=1e12)
 
     @parameterized.parameters(
