@@ -23,7 +23,7 @@ setup(
     extras_require={"test": ["pytest", "ruff"]},
     entry_points={
         "console_scripts": [
-            f"keras-mlp-{tool}=keras_mlp.{tool}:main"
+            f"keras-mlp-{tool}=keras_mlp.cli:{tool}_main"
             for tool in ("train", "launch", "predict", "sweep", "search", "benchmark")
         ]
     },

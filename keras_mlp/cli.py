@@ -6,12 +6,16 @@ parses into its own `FlagValues` and returns its exit status, so tests can call
 it in-process.
 """
 
+import contextlib
 import dataclasses
+import importlib
 import os
 import re
 import sys
+import tempfile
+import warnings
 
-from absl import flags
+from absl import flags, logging
 
 from keras_mlp.config import RunConfig
 from keras_mlp.errors import TrainingDiverged, TrainingInterrupted, UserError
@@ -150,22 +154,81 @@ def run_tool(body, define_flags, doc, argv=None):
         return _error("interrupted; every file written is complete; rerun to continue", 130)
 
 
+@contextlib.contextmanager
+def quiet_start():
+    """Imports and device probing inside the block print nothing on stderr.
+
+    TensorFlow's C++ start-up lines ("Could not find cuda drivers", "failed call to
+    cuInit", oneDNN notes) are written to file descriptor 2 before Python logging
+    exists, whatever TF_CPP_MIN_LOG_LEVEL says (tensorflow/tensorflow#100442): the
+    block's fd 2 goes to a temporary file, and is shown if the block fails. Nothing
+    is hidden when TensorFlow is already loaded, or when TF_CPP_MIN_LOG_LEVEL=0 or 1
+    asks for more.
+    """
+    if "tensorflow" in sys.modules or os.environ.get("TF_CPP_MIN_LOG_LEVEL") in ("0", "1"):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as hidden:
+        os.dup2(hidden.fileno(), 2)
+        try:
+            yield
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()  # the CUDA probe prints now, not later
+        except BaseException:
+            os.dup2(saved, 2)
+            hidden.seek(0)
+            sys.stderr.write(hidden.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def quiet_tensorflow():
-    """Keeps a tool's output to its own lines: TensorFlow's Python-side INFO chatter
-    (per-step tf.distribute notes, every checkpoint write) and a tf.data warning
-    about TensorFlow's internals are hidden. Called by the tools, never on import."""
-    import os
-    import warnings
-
-    from absl import logging
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # C++ INFO lines, unless the user set it
-
+    """Keeps a tool's output to its own lines: TensorFlow starts quietly (`quiet_start`),
+    its Python-side INFO chatter (per-step tf.distribute notes, every checkpoint write)
+    and a tf.data warning about TensorFlow's internals are hidden. Called by the tools
+    before they work, never on import."""
+    with quiet_start():
+        import tensorflow as tf
     logging.set_verbosity(logging.WARNING)
     warnings.filterwarnings("ignore", message="To make it possible to preserve tf.data options")
-    import tensorflow as tf
-
     tf.get_logger().setLevel("WARNING")
+
+
+def _quietly(tool):
+    """Runs `keras_mlp.<tool>.main()`, its imports (TensorFlow's start-up) made quietly."""
+    with quiet_start():
+        module = importlib.import_module(f"keras_mlp.{tool}")
+    return module.main()
+
+
+# The console scripts (and scripts/*.py): each tool started quietly.
+def train_main():
+    return _quietly("train")
+
+
+def launch_main():
+    return _quietly("launch")
+
+
+def predict_main():
+    return _quietly("predict")
+
+
+def sweep_main():
+    return _quietly("sweep")
+
+
+def search_main():
+    return _quietly("search")
+
+
+def benchmark_main():
+    return _quietly("benchmark")
 
 
 def no_positional(args):

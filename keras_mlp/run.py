@@ -8,6 +8,7 @@ trains with the run's callbacks and writes the outputs.
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import signal
 import threading
@@ -20,7 +21,7 @@ import tensorflow as tf
 from keras_mlp import reporting, run_dir
 from keras_mlp.data import load_dataset
 from keras_mlp.distribute import get_strategy, is_chief
-from keras_mlp.errors import TrainingInterrupted
+from keras_mlp.errors import TrainingInterrupted, UserError
 from keras_mlp.models import build_model
 from keras_mlp.summaries import TensorBoardLogger
 from keras_mlp.training import Trainer, weights_fingerprint
@@ -130,6 +131,7 @@ def build(config):
         seed=config.seed,
         download=config.download,
     )
+    check_memory(config, math.prod(data.input_shape), data.num_classes)
     with strategy.scope():
         model = build_model(
             config.model,
@@ -145,6 +147,26 @@ def build(config):
             weight_decay=config.weight_decay if config.model == "scratch" else 0.0,
         )
     return strategy, data, model
+
+
+# float32 copies of the weights a training step holds at once: the weights, their
+# gradients, and the optimizer's slots (SGD none, momentum-free; Adam-like two).
+_COPIES = {"sgd": 2, "adagrad": 3, "rmsprop": 3, "adadelta": 4, "lion": 3}
+
+
+def check_memory(config, num_inputs, num_classes):
+    """Refuses a model whose training state cannot fit in this machine's memory (a
+    `UserError` naming the sizes) instead of failing deep inside TensorFlow."""
+    widths = (num_inputs, *config.hidden_units, num_classes)
+    parameters = sum(i * o + o for i, o in zip(widths[:-1], widths[1:], strict=False))
+    needed = 4 * parameters * _COPIES.get(config.optimizer, 4)
+    available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if needed > available:
+        raise UserError(
+            f"hidden_units={','.join(map(str, config.hidden_units))} makes {parameters:,} "
+            f"parameters: training them with {config.optimizer} needs about "
+            f"{needed / 2**30:,.1f} GiB, and this machine has {available / 2**30:,.1f} GiB"
+        )
 
 
 def make_trainer(config, strategy, model_dir, callbacks=(), verbose=True):

@@ -2,6 +2,6 @@
 
 import sys
 
-from keras_mlp.benchmark import main
+from keras_mlp.cli import benchmark_main
 
-sys.exit(main())
+sys.exit(benchmark_main())

@@ -2,6 +2,6 @@
 
 import sys
 
-from keras_mlp.launch import main
+from keras_mlp.cli import launch_main
 
-sys.exit(main())
+sys.exit(launch_main())

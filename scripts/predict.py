@@ -2,6 +2,6 @@
 
 import sys
 
-from keras_mlp.predict import main
+from keras_mlp.cli import predict_main
 
-sys.exit(main())
+sys.exit(predict_main())

@@ -2,6 +2,6 @@
 
 import sys
 
-from keras_mlp.search import main
+from keras_mlp.cli import search_main
 
-sys.exit(main())
+sys.exit(search_main())

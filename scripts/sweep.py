@@ -2,6 +2,6 @@
 
 import sys
 
-from keras_mlp.sweep import main
+from keras_mlp.cli import sweep_main
 
-sys.exit(main())
+sys.exit(sweep_main())

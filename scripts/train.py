@@ -2,6 +2,6 @@
 
 import sys
 
-from keras_mlp.train import main
+from keras_mlp.cli import train_main
 
-sys.exit(main())
+sys.exit(train_main())

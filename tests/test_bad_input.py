@@ -215,6 +215,12 @@ class TrainFlagsTest(tf.test.TestCase, parameterized.TestCase, RejectsMixin):
             "--cpu_devices=0 must be a positive integer",
         ),
         (
+            "model_too_big_for_memory",
+            ["--hidden_units=2147483648"],
+            r"--hidden_units=2147483648 makes 322,122,547,205 parameters: training them with "
+            r"sgd needs about 2,400.0 GiB, and this machine has [\d,.]+ GiB",
+        ),
+        (
             "too_many_gpus",
             ["--num_gpus=1000"],
             r"--num_gpus=1000 but this machine has \d+ GPU\(s\)",

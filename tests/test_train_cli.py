@@ -19,7 +19,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from cli_util import CONFIGS, error_lines, run_main, run_tool, tool_env
+from cli_util import CONFIGS, REPO, error_lines, run_main, run_tool, tool_env
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -242,6 +242,26 @@ class ProcessBoundaryTest(tf.test.TestCase):
         for field in dataclasses.fields(RunConfig):
             self.assertRegex(result.stdout, rf"(?m)^\s+--(\[no\])?{field.name}:", field.name)
             self.assertIn("".join(field.metadata["help"].split()), squeezed, field.name)
+
+    def test_a_run_starts_quietly_with_its_own_lines(self):
+        # TensorFlow's C++ start-up lines (CUDA probing, oneDNN) are hidden unless
+        # TF_CPP_MIN_LOG_LEVEL asks for more; scripts/*.py start every tool that way.
+        model_dir = Path(self.get_temp_dir()) / "quiet"
+        env = {"TF_CPP_MIN_LOG_LEVEL": None}
+        result = run_tool("train", *QUICK, f"--model_dir={model_dir}", env=env)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stderr, "")
+        self.assertTrue(result.stdout.startswith("scratch MLP 12x12 -> 256 -> 5 on synthetic"))
+        shim = subprocess.run(
+            [sys.executable, str(REPO / "scripts" / "sweep.py"), "--help"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=tool_env(env),
+        )
+        self.assertEqual((shim.returncode, shim.stderr), (0, ""))
+        loud = run_tool("train", "--help", env={"TF_CPP_MIN_LOG_LEVEL": "0"})
+        self.assertEqual(loud.returncode, 0)
 
     def test_other_tools_help(self):
         for main, flag_names in (
