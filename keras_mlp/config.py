@@ -339,6 +339,12 @@ class RunConfig:
             for key, value in dataclasses.asdict(self).items()
         }
 
+    def hyperparameters(self):
+        """The settings that decide what a run computes (the HParams dashboard's columns):
+        those a resumed run must keep; not where or how fast it runs."""
+        mine = self.to_dict()
+        return {f.name: mine[f.name] for f in dataclasses.fields(self) if f.metadata["compared"]}
+
     def differences(self, saved):
         """`"name old there, new now"` for each compared setting that differs from `saved`
         (a `to_dict()` of an earlier run)."""

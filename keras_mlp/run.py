@@ -92,6 +92,7 @@ def run_callbacks(config, data, model_dir, chief):
             Path(model_dir) / "logs" if chief else None,
             data,
             config.to_dict(),
+            hparams=config.hyperparameters(),
             log_every_steps=config.log_every_steps,
             histogram_freq=config.histogram_freq,
             profile_steps=config.profile_steps,

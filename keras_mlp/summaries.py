@@ -35,6 +35,7 @@ HPARAMS_METRICS = [
     hp.Metric("epoch_accuracy", group="validation", display_name="val_accuracy"),
     hp.Metric("epoch_loss", group="validation", display_name="val_loss"),
     hp.Metric("epoch_loss", group="train", display_name="train_loss"),
+    hp.Metric("epoch_seconds", group="train", display_name="epoch_seconds"),
 ]
 
 
@@ -144,7 +145,10 @@ class TensorBoardLogger(Callback):
         log_dir: The folder (a run's `<model_dir>/logs`), or `None`.
         data: The `Dataset` (histograms use a fixed training batch, images the
             validation split).
-        run_config: A dict recorded as HParams and text. Defaults to `{}`.
+        run_config: A dict recorded as text (and as HParams without `hparams`).
+            Defaults to `{}`.
+        hparams: The dict of hyperparameters the HParams dashboard shows (a run's
+            `RunConfig.hyperparameters()`). Defaults to `run_config`.
         log_every_steps: Log `batch_loss`, the mean over the last N steps. `0`: off.
         histogram_freq: Every N epochs, histograms of each weight and its gradient.
         profile_steps: `(first, last)` global steps to trace with the profiler.
@@ -159,6 +163,7 @@ class TensorBoardLogger(Callback):
         data,
         run_config=None,
         *,
+        hparams=None,
         log_every_steps=0,
         histogram_freq=0,
         profile_steps=(),
@@ -168,6 +173,7 @@ class TensorBoardLogger(Callback):
         super().__init__()
         self.logs = Path(log_dir) if log_dir else None
         self.data, self.run_config = data, run_config or {}
+        self.hparams = self.run_config if hparams is None else hparams
         self.log_every_steps, self.histogram_freq = log_every_steps, histogram_freq
         self.profile_first, self.profile_last = profile_steps or (0, 0)
         self.image_summaries, self.batch_size = image_summaries, batch_size
@@ -186,7 +192,9 @@ class TensorBoardLogger(Callback):
         history = logs if logs and "loss" in logs else None  # a resumed run's history
         if not history:
             with self._writer(".").as_default():
-                hp.hparams(hparams_values(self.run_config))
+                values = hparams_values(self.hparams)
+                hp.hparams_config(hparams=[hp.HParam(k) for k in values], metrics=HPARAMS_METRICS)
+                hp.hparams(values)
                 text = f"```\n{json.dumps(self.run_config, indent=2)}\n```"
                 tf.summary.text("config", text, step=0)
         else:

@@ -9,6 +9,7 @@ import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
 from tensorboard.backend.event_processing import event_accumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
 
 from keras_mlp.config import RunConfig
 from keras_mlp.data import load_dataset
@@ -149,6 +150,27 @@ class TrainerTest(tf.test.TestCase, parameterized.TestCase):
         self.assertAllClose([v for _, v in train_scalars["epoch_loss"]], history["loss"])
         self.assertAllClose([v for _, v in validation["epoch_accuracy"]], history["val_accuracy"])
         self.assertIn("examples_per_second", train_scalars)
+        # HParams: the hyperparameters only (no model_dir, cpu_devices, ...), and the metrics.
+        root = event_accumulator.EventAccumulator(str(model_dir / "logs"))
+        root.Reload()
+        content = root.PluginTagToContent("hparams")
+        session = plugin_data_pb2.HParamsPluginData.FromString(
+            content["_hparams_/session_start_info"]
+        ).session_start_info
+        self.assertEqual(set(session.hparams), set(config.hyperparameters()))
+        self.assertNotIn("model_dir", session.hparams)
+        experiment = plugin_data_pb2.HParamsPluginData.FromString(
+            content["_hparams_/experiment"]
+        ).experiment
+        self.assertEqual(
+            {(m.name.group, m.name.tag) for m in experiment.metric_infos},
+            {
+                ("validation", "epoch_accuracy"),
+                ("validation", "epoch_loss"),
+                ("train", "epoch_loss"),
+                ("train", "epoch_seconds"),
+            },
+        )
         # The last epoch's checkpoint restores the trained weights and the history.
         fresh = build_model("scratch", (12, 12), 5, hidden_units=(32,))
         state = TrainState()
