@@ -20,7 +20,11 @@ setup(
         "optuna",  # the joint hyperparameter search (keras_mlp.search)
         "pillow",  # images for keras_mlp.predict
     ],
-    extras_require={"test": ["pytest", "ruff"]},
+    extras_require={
+        "test": ["pytest", "ruff"],
+        # TensorBoard's Profile tab (the --profile_steps traces are invisible without it).
+        "profile": ["tensorboard-plugin-profile"],
+    },
     entry_points={
         "console_scripts": [
             f"keras-mlp-{tool}=keras_mlp.cli:{tool}_main"

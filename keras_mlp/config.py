@@ -164,21 +164,25 @@ class RunConfig:
     # The data.
     dataset: str = setting(
         "fashion_mnist",
-        "fashion_mnist (or any IDX image set given with --data_dir), or synthetic "
-        "(small, for smoke runs).",
+        "fashion_mnist, mnist, cifar10 (colour 32x32x3): keras.datasets' files, downloaded once "
+        "into the keras cache and verified; kmnist, emnist/letters: tensorflow-datasets "
+        "(a prepared copy, or --download); synthetic: small, for smoke runs.",
         choices=DATASETS,
     )
     data_dir: str | None = setting(
         None,
-        "Directory holding the four IDX .gz files. Default: the keras cache "
-        "($KERAS_HOME/datasets/fashion-mnist), then tensorflow-datasets.",
+        "Directory holding four IDX files (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
+        "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz): any image set, used as it is. "
+        "Default: the keras cache ($KERAS_HOME/datasets), then a prepared tensorflow-datasets "
+        "copy ($TFDS_DATA_DIR), then a download.",
         type=str,
         compared=False,
     )
     download: bool = setting(
         False,
-        "Let tensorflow-datasets download Fashion-MNIST when no local copy is found "
-        "(needs the internet).",
+        "Let tensorflow-datasets download and prepare kmnist or emnist/letters when no prepared "
+        "copy is found (needs the internet). fashion_mnist, mnist and cifar10 download through "
+        "keras.datasets without it.",
         compared=False,
     )
     validation_split: float = setting(
@@ -360,3 +364,7 @@ class RunConfig:
 def _default(field):
     """A field's default as `to_dict` writes it: settings added later compare as unset."""
     return list(field.default) if isinstance(field.default, tuple) else field.default
+
+
+# The hyperparameters' names: the HParams dashboard's columns for every run, sweep and search.
+HYPERPARAMETERS = tuple(f.name for f in dataclasses.fields(RunConfig) if f.metadata["compared"])

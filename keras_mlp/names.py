@@ -40,7 +40,10 @@ OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta", "adamax"
 # again at three quarters of training. Each may start with a linear warm-up.
 LR_SCHEDULES = ("constant", "cosine", "exponential", "step")
 
-DATASETS = ("fashion_mnist", "synthetic")
+# Image-classification sets by name: through keras.datasets where it has them (fashion_mnist,
+# mnist, cifar10), through tensorflow-datasets otherwise (kmnist, emnist/letters); cifar10 is
+# colour (32, 32, 3). "synthetic" is a small generated set for smoke runs.
+DATASETS = ("fashion_mnist", "mnist", "kmnist", "emnist/letters", "cifar10", "synthetic")
 
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker_mirrored")
 

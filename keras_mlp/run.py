@@ -230,6 +230,12 @@ def train(config, *, callbacks=(), verbose=True):
         history = trainer.fit(model, data)
         if chief:
             _save_outputs(model_dir, model, history, data, config, trainer.stopped_early)
+    if verbose and chief and config.profile_steps:
+        print(
+            f"profile of steps {config.profile_steps[0]}-{config.profile_steps[1]} in "
+            f"{model_dir}/logs: the Profile tab of `tensorboard --logdir {model_dir}` "
+            "(needs pip install 'keras_mlp[profile]')"
+        )
     if verbose:
         if trainer.stopped_early:
             print(f"stopped early after epoch {len(history['loss'])} of {config.epochs}")

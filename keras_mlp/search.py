@@ -24,12 +24,12 @@ from absl import flags
 from matplotlib.figure import Figure
 
 from keras_mlp import cli, run_dir
-from keras_mlp.config import RunConfig
+from keras_mlp.config import HYPERPARAMETERS, RunConfig
 from keras_mlp.errors import UserError
 from keras_mlp.names import LR_SCHEDULES
 from keras_mlp.reporting import print_table, save_figure, write_csv, write_json
 from keras_mlp.run import train
-from keras_mlp.sweep import write_hparams_experiment
+from keras_mlp.summaries import write_hparams_experiment
 
 # Learning-rate ranges per optimizer: SGD and Adam live at different scales.
 LEARNING_RATES = {"sgd": (0.01, 0.5), "adam": (1e-4, 3e-3)}
@@ -201,7 +201,7 @@ def run_search(
     _check_base(base, max_epochs)
     search_dir = Path(search_dir)
     search_dir.mkdir(parents=True, exist_ok=True)
-    write_hparams_experiment(search_dir, SEARCHED)
+    write_hparams_experiment(search_dir, HYPERPARAMETERS)
     study = _open_study(search_dir, max_epochs, seed)
 
     def objective(trial):

@@ -48,6 +48,16 @@ def hparams_values(config):
     }
 
 
+def write_hparams_experiment(directory, names):
+    """The HParams experiment (columns `names`, the declared metrics) at `directory`.
+
+    TensorBoard takes one experiment per log tree, the first it finds: every run, sweep
+    and search therefore declares the same columns (`config.HYPERPARAMETERS`), so that
+    whichever it picks describes them all."""
+    with tf.summary.create_file_writer(str(directory)).as_default():
+        hp.hparams_config(hparams=[hp.HParam(name) for name in names], metrics=HPARAMS_METRICS)
+
+
 def figure_png(fig):
     """A matplotlib `Figure` as a `(1, H, W, 4)` image tensor."""
     buffer = io.BytesIO()
@@ -179,7 +189,7 @@ class TensorBoardLogger(Callback):
         self.image_summaries, self.batch_size = image_summaries, batch_size
         self._writers = {}
         self._window = None  # (first batch, loss total before it) of the batch_loss window
-        self._tracing = self._profiling = False
+        self._profiling = False
 
     def _writer(self, name):
         if name not in self._writers:
@@ -191,16 +201,40 @@ class TensorBoardLogger(Callback):
             return
         history = logs if logs and "loss" in logs else None  # a resumed run's history
         if not history:
+            write_hparams_experiment(self.logs, list(hparams_values(self.hparams)))
             with self._writer(".").as_default():
                 values = hparams_values(self.hparams)
-                hp.hparams_config(hparams=[hp.HParam(k) for k in values], metrics=HPARAMS_METRICS)
                 hp.hparams(values)
                 text = f"```\n{json.dumps(self.run_config, indent=2)}\n```"
                 tf.summary.text("config", text, step=0)
         else:
             self._catch_up(history)
-        tf.summary.trace_on(graph=True)  # the first chunk's graph, for the Graphs tab
-        self._tracing = True
+        with self._writer("train").as_default():
+            tf.summary.graph(self._training_step_graph())
+
+    def _training_step_graph(self):
+        """One training step as a graph, for the Graphs tab: forward pass (a name scope
+        per layer: `mlp_scratch/hidden1/...`), `loss`, `gradients` and the optimizer's
+        `update`. Traced, never run: the weights do not change. (The trainer's own
+        compiled function wraps this step in a loop over a chunk of steps, which would
+        hide it.)"""
+        model = self.model
+
+        @tf.function
+        def training_step(images, labels):
+            with tf.GradientTape() as tape:
+                per_example, _ = compute_loss(model, images, labels, training=True)
+                with tf.name_scope("loss"):
+                    loss = tf.reduce_mean(per_example)
+            variables = model.trainable_variables
+            with tf.name_scope("gradients"):
+                gradients = tape.gradient(loss, variables)
+            with tf.name_scope("update"):
+                model.optimizer.apply(gradients, variables)
+
+        images = tf.TensorSpec((self.batch_size, *self.data.input_shape), tf.float32)
+        labels = tf.TensorSpec((self.batch_size,), tf.int32)
+        return training_step.get_concrete_function(images, labels).graph
 
     def _catch_up(self, history):
         for name in ("train", "validation"):
@@ -227,10 +261,6 @@ class TensorBoardLogger(Callback):
     def on_train_batch_end(self, batch, logs=None):
         if not self.logs:
             return
-        if self._tracing:
-            with self._writer("train").as_default():
-                tf.summary.trace_export(name="train_steps", step=0)
-            self._tracing = False
         if self._profiling and int(logs["step"]) >= self.profile_last:
             tf.profiler.experimental.stop()
             self._profiling = False
@@ -296,9 +326,6 @@ class TensorBoardLogger(Callback):
             tf.summary.text("confusion_matrix_counts", table, step=step)
 
     def close(self):
-        if self._tracing:
-            tf.summary.trace_off()
-            self._tracing = False
         if self._profiling:
             tf.profiler.experimental.stop()
             self._profiling = False

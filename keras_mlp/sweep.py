@@ -28,17 +28,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
 from absl import flags
 from matplotlib.figure import Figure
-from tensorboard.plugins.hparams import api as hp
 from tqdm.auto import tqdm
 
 from keras_mlp import cli
-from keras_mlp.config import RunConfig
+from keras_mlp.config import HYPERPARAMETERS, RunConfig
 from keras_mlp.errors import UserError
 from keras_mlp.reporting import print_table, save_figure, write_csv
-from keras_mlp.summaries import HPARAMS_METRICS
+from keras_mlp.summaries import write_hparams_experiment
 
 RESULT_COLUMNS = (
     "status",
@@ -118,18 +116,12 @@ def _run_trial(sweep_dir, params, train_args, timeout):
     }
 
 
-def write_hparams_experiment(sweep_dir, grid):
-    """The experiment config that the HParams dashboard reads at the sweep's root."""
-    with tf.summary.create_file_writer(str(sweep_dir)).as_default():
-        hp.hparams_config(hparams=[hp.HParam(name) for name in grid], metrics=HPARAMS_METRICS)
-
-
 def run_sweep(sweep_dir, grid, train_args, parallel=1, timeout=3600, verbose=True, seeds=None):
     """Runs every combination of `grid` (once per seed in `seeds`, when given); returns
     the summary rows (one per grid point, best mean first)."""
     sweep_dir = Path(sweep_dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    write_hparams_experiment(sweep_dir, [*grid, "seed"] if seeds else grid)
+    write_hparams_experiment(sweep_dir, HYPERPARAMETERS)
     points = [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
     trials = [{**p, "seed": str(seed)} for p in points for seed in seeds] if seeds else points
     rows = []
