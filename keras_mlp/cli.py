@@ -156,7 +156,8 @@ def run_tool(body, define_flags, doc, argv=None):
 
 @contextlib.contextmanager
 def quiet_start():
-    """Imports and device probing inside the block print nothing on stderr.
+    """Imports inside the block, and TensorFlow's device probe if they loaded it, print
+    nothing on stderr.
 
     TensorFlow's C++ start-up lines ("Could not find cuda drivers", "failed call to
     cuInit", oneDNN notes) are written to file descriptor 2 before Python logging
@@ -174,9 +175,8 @@ def quiet_start():
         os.dup2(hidden.fileno(), 2)
         try:
             yield
-            import tensorflow as tf
-
-            tf.config.list_physical_devices()  # the CUDA probe prints now, not later
+            if "tensorflow" in sys.modules:  # the block loaded it: probe the devices here too
+                sys.modules["tensorflow"].config.list_physical_devices()  # (CUDA lines)
         except BaseException:
             os.dup2(saved, 2)
             hidden.seek(0)

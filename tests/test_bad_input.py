@@ -322,9 +322,10 @@ class TrainFlagsTest(tf.test.TestCase, parameterized.TestCase, RejectsMixin):
 
     def test_bad_flag_is_rejected_before_tensorflow_loads(self):
         """Issue 13: a bad flag took ~7 s to reject because TensorFlow loaded first."""
+        # The console scripts' and scripts/*.py's entry point, as a user starts it.
         code = (
-            "import sys; from keras_mlp import train; "
-            "status = train.main(['--batch_size=0']); "
+            "import sys; from keras_mlp import cli; sys.argv = ['train', '--batch_size=0']; "
+            "status = cli.train_main(); "
             "print(status, 'tensorflow' in sys.modules)"
         )
         result = subprocess.run(

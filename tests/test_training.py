@@ -56,7 +56,8 @@ class TrainerTest(tf.test.TestCase, parameterized.TestCase):
         self.assertEqual(set(history), set(HISTORY_KEYS))
         self.assertLen(history["loss"], 2)
         self.assertLess(history["loss"][1], history["loss"][0])
-        self.assertGreater(history["val_accuracy"][-1], 0.9)
+        # Both models separate the 5 noisy prototypes after 2 epochs (chance: 0.2).
+        self.assertGreaterEqual(history["val_accuracy"][-1], 0.99)
 
     def test_validation_accuracy_is_exact_over_the_whole_split(self):
         model, history = _train("default", epochs=1, batch_size=96)
@@ -231,6 +232,17 @@ class TrainerTest(tf.test.TestCase, parameterized.TestCase):
         self.assertNotEqual(history["loss"], reference["loss"])
         self.assertAllClose(history["loss"], reference["loss"], rtol=0.05)
         self.assertAllClose(history["val_accuracy"], reference["val_accuracy"], atol=0.02)
+
+    def test_mixed_precision_under_mirrored(self):
+        _, reference = _train("mirrored", "concise", epochs=2, batch_size=32)
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+        try:
+            model, history = _train("mirrored", "concise", epochs=2, batch_size=32)
+        finally:
+            keras.mixed_precision.set_global_policy("float32")
+        self.assertEqual(model(np.zeros((1, 12, 12), "float32")).dtype, "bfloat16")
+        self.assertEqual({v.dtype for v in model.trainable_variables}, {"float32"})
+        self.assertAllClose(history["loss"], reference["loss"], rtol=0.05)
 
     def test_optimizer_is_chosen_by_name(self):
         data = load_dataset("synthetic")
