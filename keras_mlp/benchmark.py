@@ -471,9 +471,7 @@ def define_flags(flag_values):
 def _positive_ints(name, values):
     numbers = cli.int_list(f"--{name}", values)
     if not numbers or min(numbers) < 1:
-        raise UserError(
-            f"--{name} expects comma-separated positive integers. Received: {','.join(values)!r}"
-        )
+        raise UserError(f"--{name}={','.join(values)!r} must be comma-separated positive integers")
     return numbers
 
 

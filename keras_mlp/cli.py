@@ -48,9 +48,7 @@ def int_list(name, values):
     try:
         return tuple(int(v) for v in values)
     except ValueError:
-        raise UserError(
-            f"{name} expects comma-separated integers. Received: {name}={','.join(values)!r}"
-        ) from None
+        raise UserError(f"{name}={','.join(values)!r} must be comma-separated integers") from None
 
 
 def float_list(name, values):
@@ -58,9 +56,7 @@ def float_list(name, values):
     try:
         return tuple(float(v) for v in values)
     except ValueError:
-        raise UserError(
-            f"{name} expects comma-separated numbers. Received: {name}={','.join(values)!r}"
-        ) from None
+        raise UserError(f"{name}={','.join(values)!r} must be comma-separated numbers") from None
 
 
 def config_from_flags(flag_values, **overrides):

@@ -3,7 +3,8 @@
     keras-mlp-predict --model_dir=runs/concise shirt.png t10k-images-idx3-ubyte.gz
 
 PNG/JPEG/... images and IDX image files are accepted. Images must already have
-the model's size and be grayscale unless `--resize` is given.
+the model's size and mode (grayscale, or RGB for a colour model such as one trained
+on cifar10) unless `--resize` is given; 16-bit and float grayscale is scaled to 8 bits.
 """
 
 import sys
@@ -21,7 +22,8 @@ IDX_SUFFIXES = ("-ubyte", "-ubyte.gz", ".idx", ".idx.gz")
 
 
 def load_serving(model_dir):
-    """The `serving_default` signature of `<model_dir>/export` and its (H, W)."""
+    """The `serving_default` signature of `<model_dir>/export` and its image shape:
+    `(H, W)` for a grayscale model, `(H, W, C)` for a colour one."""
     import tensorflow as tf
 
     export = Path(model_dir) / "export"
@@ -52,19 +54,28 @@ def _to_8_bit(image):
     return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), mode="L")
 
 
+def _mode_problem(mode, wanted):
+    """Why an image of PIL `mode` is not what a model taking `wanted` ("L" or "RGB") takes."""
+    if wanted == "L":
+        return f"image mode {mode} is colour (or a palette), the model takes grayscale"
+    kind = "grayscale" if mode == "L" else "not RGB"
+    return f"image mode {mode} is {kind}, the model takes colour (RGB)"
+
+
 def _fit(image, shape, resize, name):
-    """A PIL image as uint8 (H, W): wide grayscale scaled to 8 bits; colour converted
-    and sizes changed only when `resize` says so."""
-    height, width = shape
+    """A PIL image as uint8 `shape`: `(H, W)` (grayscale) or `(H, W, 3)` (RGB). Wide
+    grayscale is scaled to 8 bits; other modes are converted and sizes changed only
+    when `resize` says so."""
+    height, width = shape[:2]
+    wanted = "RGB" if len(shape) == 3 else "L"
     if image.mode in WIDE_GRAYSCALE:
         image = _to_8_bit(image)
-    elif image.mode != "L":
+    if image.mode != wanted:
         if not resize:
             raise UserError(
-                f"{name}: image mode {image.mode} is colour (or a palette), the model takes "
-                "grayscale; pass --resize to convert"
+                f"{name}: {_mode_problem(image.mode, wanted)}; pass --resize to convert"
             )
-        image = image.convert("L")
+        image = image.convert(wanted)
     if image.size != (width, height):
         if not resize:
             raise UserError(
@@ -75,20 +86,29 @@ def _fit(image, shape, resize, name):
     return np.asarray(image, dtype=np.uint8)
 
 
+def _idx_images(path):
+    """The images of an IDX file: uint8 (N, H, W) or (N, H, W, 3)."""
+    images = read_idx(path)
+    if images.ndim == 4 and images.shape[-1] == 3:
+        return images
+    if images.ndim == 4:
+        raise UserError(
+            f"{path}: an IDX file of colour images has shape (N, H, W, 3), this one {images.shape}"
+        )
+    if images.ndim != 3:
+        raise UserError(f"{path}: an IDX file of images has 3 dimensions, this one {images.ndim}")
+    return images
+
+
 def load_images(path, shape, resize, max_images):
-    """`[(name, uint8 (H, W))]` from an image file or an IDX file of images."""
+    """`[(name, uint8 image of `shape`)]` from an image file or an IDX file of images."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: {'not a file' if path.exists() else 'no such file'}")
     if path.name.endswith(IDX_SUFFIXES):
-        images = read_idx(path)
-        if images.ndim != 3:
-            raise UserError(
-                f"{path}: an IDX file of images has 3 dimensions, this one {images.ndim}"
-            )
         return [
             (f"{path.name}[{i}]", _fit(Image.fromarray(image), shape, resize, f"{path.name}[{i}]"))
-            for i, image in enumerate(images[:max_images])
+            for i, image in enumerate(_idx_images(path)[:max_images])
         ]
     try:
         with Image.open(path) as image:
@@ -122,7 +142,8 @@ def define_flags(flag_values):
     flags.DEFINE_boolean(
         "resize",
         False,
-        "Convert to grayscale and resize images to the model's input.",
+        "Convert images to the model's mode (grayscale, or RGB for a colour model) and "
+        "resize them to its input size.",
         flag_values=flag_values,
     )
     flags.DEFINE_integer(

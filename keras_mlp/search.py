@@ -291,8 +291,7 @@ def _search(flag_values, args):
     widths = cli.int_list("--widths", flag_values.widths)
     if not widths or min(widths) < 1:
         raise UserError(
-            "--widths expects comma-separated positive integers. "
-            f"Received: {','.join(flag_values.widths)!r}"
+            f"--widths={','.join(flag_values.widths)!r} must be comma-separated positive integers"
         )
     cli.quiet_tensorflow()
     run_search(

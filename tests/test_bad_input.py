@@ -115,7 +115,7 @@ class TrainFlagsTest(tf.test.TestCase, parameterized.TestCase, RejectsMixin):
         (
             "text_width",
             ["--hidden_units=12,abc"],
-            r"hidden_units expects comma-separated integers\. Received: --hidden_units='12,abc'",
+            "--hidden_units='12,abc' must be comma-separated integers",
         ),
         ("no_width", ["--hidden_units="], r"--hidden_units=\(\) needs at least one width"),
         ("zero_batch", ["--batch_size=0"], "--batch_size=0 must be a positive integer"),

@@ -317,7 +317,7 @@ class PlateauAndSettingsTest(tf.test.TestCase, parameterized.TestCase):
         )
         cases = [
             (["--dropout=1.5"], "error: --dropout=1.5 must be in [0, 1)"),
-            (["--dropout=a"], "error: dropout expects comma-separated numbers"),
+            (["--dropout=a"], "error: --dropout='a' must be comma-separated numbers"),
             (
                 ["--reduce_lr_on_plateau=3", "--lr_schedule=cosine"],
                 "error: --reduce_lr_on_plateau=3 cannot be combined with --lr_schedule='cosine'",
