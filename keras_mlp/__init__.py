@@ -2,11 +2,12 @@
 TensorFlow/Keras software.
 
 Modules, smallest first: names (accepted names, no heavy imports), layers
-(hand-written ReLU, ScratchDense), models (MLPScratch, concise_mlp), data (IDX
-files, pipelines), distribute (strategies), callbacks (checkpoints, guard,
-signal stop, progress), summaries (the TensorBoard callback), training (the
-Trainer loop), reporting (run files, export), run_dir (resume rules), config
-(RunConfig), run (train(config)), cli (flags and exit codes). Tools, each with
+(hand-written ReLU, ScratchDense, Dropout, L2Penalty), models (MLPScratch,
+concise_mlp), data (IDX files, pipelines), distribute (strategies), schedules
+(learning rates), callbacks (checkpoints, guard, signal stop, progress),
+summaries (the TensorBoard callback), training (the Trainer loop), reporting
+(run files, export), run_dir (one run per folder), config (RunConfig), run
+(train(config)), cli (flags, exit codes, a quiet start). Tools, each with
 a `main()` and a console script: train, launch, predict, sweep, search, benchmark.
 
 Importing any module changes no global state; `run.configure_process` holds

@@ -17,6 +17,7 @@ MODULES = [
     "keras_mlp.data",
     "keras_mlp.distribute",
     "keras_mlp.callbacks",
+    "keras_mlp.schedules",
     "keras_mlp.training",
     "keras_mlp.summaries",
     "keras_mlp.reporting",

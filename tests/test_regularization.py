@@ -22,7 +22,8 @@ from keras_mlp.distribute import get_strategy
 from keras_mlp.errors import UserError
 from keras_mlp.models import build_model
 from keras_mlp.run import train
-from keras_mlp.training import Trainer, Warmup, learning_rate_schedule
+from keras_mlp.schedules import Warmup, learning_rate_schedule
+from keras_mlp.training import Trainer
 
 STEPS_PER_EPOCH = 2000 // 64  # the synthetic set's 2000 training examples, batch 64: 31
 
