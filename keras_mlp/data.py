@@ -315,16 +315,20 @@ class _ArrayUnpickler(pickle.Unpickler):
     """Unpickles dicts, lists and NumPy arrays (the CIFAR-10 batches) and refuses any
     other class: a pickle can run code."""
 
-    ALLOWED = {"_reconstruct", "ndarray", "dtype"}
+    ALLOWED = {
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "_reconstruct"),  # NumPy 1's name (the published pickles')
+        ("_codecs", "encode"),  # bytes in protocol-2 pickles written by Python 3
+    }
 
     def find_class(self, module, name):
-        if module in ("numpy", "numpy.core.multiarray", "numpy._core.multiarray") and (
-            name in self.ALLOWED
-        ):
-            if module == "numpy.core.multiarray":  # NumPy 1's name for numpy._core
-                module = "numpy._core.multiarray" if hasattr(np, "_core") else module
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a dataset file")
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a dataset file")
+        if module == "numpy.core.multiarray" and hasattr(np, "_core"):
+            module = "numpy._core.multiarray"  # without NumPy 2's deprecation warning
+        return super().find_class(module, name)
 
 
 def _read_fashion_mnist_cache(contents):
@@ -481,8 +485,16 @@ def _from_keras_cache(keras_files):
         contents = {f.name: verify(paths[f.name], f) for f in keras_files.files}
     except UserError as e:
         raise _NotHere(f"keras cache ({e})") from None
-    arrays, names = keras_files.read(contents)
-    return arrays, names, str(where)
+    return *_read_set(keras_files, contents, f"keras cache {where}"), str(where)
+
+
+def _read_set(keras_files, contents, where):
+    """`keras_files.read(contents)`; a file that passed the checks yet cannot be read
+    (only a changed table of published files allows it) is reported, not raised."""
+    try:
+        return keras_files.read(contents)
+    except (pickle.UnpicklingError, tarfile.TarError, KeyError, ValueError, EOFError) as e:
+        raise _NotHere(f"{where} (cannot be read: {_first_line(e)})") from None
 
 
 # --- Downloads -------------------------------------------------------------------------
@@ -659,8 +671,8 @@ def _download_keras_set(keras_files):
         shutil.rmtree(staging, ignore_errors=True)
         if not done:
             _remove_empty(created)
-    arrays, names = keras_files.read(contents)
-    return arrays, names, str(folder if keras_files.folder else folder / keras_files.files[0].name)
+    where = folder if keras_files.folder else folder / keras_files.files[0].name
+    return *_read_set(keras_files, contents, f"download into {where}"), str(where)
 
 
 # --- tensorflow-datasets ---------------------------------------------------------------
@@ -772,9 +784,12 @@ def _from_tfds(spec, download):
         if not download:
             raise _NotHere(f"{where} (not prepared)")
         _tfds_download(tfds, builder, tfds_dir, where)
-    train_x, train_y = _tfds_split(tfds, builder, "train")
-    test_x, test_y = _tfds_split(tfds, builder, "test")
-    names = tuple(builder.info.features["label"].names)
+    try:
+        train_x, train_y = _tfds_split(tfds, builder, "train")
+        test_x, test_y = _tfds_split(tfds, builder, "test")
+        names = tuple(builder.info.features["label"].names)
+    except (tf.errors.OpError, ValueError, KeyError) as e:  # a damaged or partial copy
+        raise _NotHere(f"{where} (cannot be read: {_first_line(e)})") from None
     return (train_x, train_y, test_x, test_y), names, where
 
 

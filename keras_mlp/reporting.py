@@ -77,7 +77,8 @@ def save_figure(fig, path, dpi=120):
 
 
 class _Serving(tf.Module):
-    """The exported model: uint8 images in, class probabilities, ids and names out."""
+    """The exported model: uint8 images in, as the data holds them (`[N, H, W]`, or
+    `[N, H, W, C]` for a colour set), class probabilities, ids and names out."""
 
     def __init__(self, model, input_shape, label_names):
         super().__init__()

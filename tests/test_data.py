@@ -1,4 +1,7 @@
-"""Tests for keras_mlp.data: IDX reading and validation, dataset sources, pipelines."""
+"""Tests for keras_mlp.data: IDX reading and validation, data_dir sets, pipelines.
+
+The searches of named sets (keras cache, tensorflow-datasets, downloads) are in
+test_data_sources.py, where no URL leaves this machine."""
 
 import gzip
 import os
@@ -133,19 +136,33 @@ class LoadDatasetTest(tf.test.TestCase):
         self.assertEqual(a.train_images.dtype, np.uint8)
         self.assertGreater(a.num_classes, 2)
 
-    def test_reads_the_keras_cache_when_no_directory_is_given(self):
-        write_idx_set(self.dir / "home" / "datasets" / "fashion-mnist", num_classes=10)
-        with _environ(KERAS_HOME=str(self.dir / "home")):
-            data = data_lib.load_dataset("fashion_mnist")
-        self.assertEqual(data.source, str(self.dir / "home" / "datasets" / "fashion-mnist"))
-        self.assertEqual(data.label_names, data_lib.FASHION_MNIST_LABELS)
-
-    def test_nothing_found_lists_every_place_tried(self):
-        with _environ(KERAS_HOME=str(self.dir / "empty"), TFDS_DATA_DIR=str(self.dir / "tfds")):
-            with self.assertRaisesRegex(
-                UserError, "tried data_dir.*keras cache.*tensorflow-datasets.*data_dir=DIR"
-            ):
-                data_lib.load_dataset("fashion_mnist")
+    def test_colour_idx_sets_keep_their_channel_axis(self):
+        """A data_dir holding (N, H, W, 3) images loads as colour; (N, H, W, 1) as grayscale."""
+        rng = np.random.default_rng(4)
+        colour = self.dir / "colour"
+        colour.mkdir()
+        for split, count in (("train", 30), ("t10k", 10)):
+            images = rng.integers(0, 256, (count, 5, 4, 3), dtype=np.uint8)
+            data_lib.write_idx(colour / f"{split}-images-idx3-ubyte.gz", images)
+            labels = (np.arange(count) % 3).astype(np.uint8)
+            data_lib.write_idx(colour / f"{split}-labels-idx1-ubyte.gz", labels)
+        data = data_lib.load_dataset("cifar10", data_dir=colour)
+        self.assertEqual(data.input_shape, (5, 4, 3))
+        self.assertEqual(data.label_names, ("0", "1", "2"))  # a data_dir is used as it is
+        self.assertAllEqual(
+            data.train_images, data_lib.read_idx(colour / "train-images-idx3-ubyte.gz")
+        )
+        single = write_idx_set(self.dir / "single")
+        train = data_lib.read_idx(single / "train-images-idx3-ubyte.gz")
+        data_lib.write_idx(single / "train-images-idx3-ubyte.gz", train[..., None])
+        data = data_lib.load_dataset("mnist", data_dir=single)
+        self.assertEqual(data.input_shape, (6, 5))
+        self.assertAllEqual(data.train_images, train)
+        data_lib.write_idx(single / "train-images-idx3-ubyte.gz", np.repeat(train[..., None], 2, 3))
+        with self.assertRaisesRegex(
+            UserError, r"or 4 \(N, H, W, 1 or 3\), found shape \(60, 6, 5, 2\)"
+        ):
+            data_lib.load_dataset("mnist", data_dir=single)
 
     def test_real_fashion_mnist(self):
         if not REAL_DATA_DIR:
@@ -156,25 +173,6 @@ class LoadDatasetTest(tf.test.TestCase):
         self.assertEqual(data.label_names, data_lib.FASHION_MNIST_LABELS)
         self.assertNear(float(data.train_images.mean() / 255), 0.2860, 1e-4)
         self.assertNear(float((data.train_images / 255).std()), 0.3530, 1e-4)
-
-
-class _environ:
-    """Sets environment variables for a `with` block."""
-
-    def __init__(self, **values):
-        self.values, self.saved = values, {}
-
-    def __enter__(self):
-        for key, value in self.values.items():
-            self.saved[key] = os.environ.get(key)
-            os.environ[key] = value
-
-    def __exit__(self, *exc):
-        for key, value in self.saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def _pipeline_contexts(num_pipelines, replicas):
