@@ -15,8 +15,8 @@ from absl import flags
 from PIL import Image, UnidentifiedImageError
 
 from keras_mlp import cli
-from keras_mlp.data import read_idx
 from keras_mlp.errors import UserError
+from keras_mlp.idx import read_idx
 
 IDX_SUFFIXES = ("-ubyte", "-ubyte.gz", ".idx", ".idx.gz")
 

@@ -26,7 +26,8 @@ from PIL import Image
 from test_data import write_idx_set
 
 from keras_mlp import launch, predict, train
-from keras_mlp.data import synthetic_arrays, write_idx
+from keras_mlp.data import synthetic_arrays
+from keras_mlp.idx import write_idx
 
 QUICK = ("--dataset=synthetic", "--epochs=1", "--batch_size=64")
 BAD_INPUT = 2

@@ -1,4 +1,5 @@
-"""Tests for keras_mlp.data: IDX reading and validation, data_dir sets, pipelines.
+"""Tests for keras_mlp.idx and keras_mlp.data: IDX reading and validation, data_dir sets,
+pipelines.
 
 The searches of named sets (keras cache, tensorflow-datasets, downloads) are in
 test_data_sources.py, where no URL leaves this machine."""
@@ -12,6 +13,8 @@ import tensorflow as tf
 from absl.testing import parameterized
 
 from keras_mlp import data as data_lib
+from keras_mlp import idx as idx_lib
+from keras_mlp import sources
 from keras_mlp.errors import UserError
 
 REAL_DATA_DIR = os.environ.get("KERAS_MLP_FASHION_MNIST_DIR")
@@ -25,8 +28,8 @@ def write_idx_set(directory, train=(60, 6, 5), test=(20, 6, 5), num_classes=3, s
     for split, shape in (("train", train), ("t10k", test)):
         images = rng.integers(0, 256, size=shape, dtype=np.uint8)
         labels = (np.arange(shape[0]) % num_classes).astype(np.uint8)
-        data_lib.write_idx(directory / f"{split}-images-idx3-ubyte.gz", images)
-        data_lib.write_idx(directory / f"{split}-labels-idx1-ubyte.gz", labels)
+        idx_lib.write_idx(directory / f"{split}-images-idx3-ubyte.gz", images)
+        idx_lib.write_idx(directory / f"{split}-labels-idx1-ubyte.gz", labels)
     return directory
 
 
@@ -38,8 +41,8 @@ class IdxTest(tf.test.TestCase, parameterized.TestCase):
     def test_round_trip(self):
         array = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
         for name in ("a.gz", "a"):
-            data_lib.write_idx(self.dir / name, array)
-            self.assertAllEqual(data_lib.read_idx(self.dir / name), array)
+            idx_lib.write_idx(self.dir / name, array)
+            self.assertAllEqual(idx_lib.read_idx(self.dir / name), array)
 
     def _write_raw(self, payload, name="bad.gz"):
         with gzip.open(self.dir / name, "wb") as f:
@@ -55,43 +58,43 @@ class IdxTest(tf.test.TestCase, parameterized.TestCase):
     def test_rejects_bad_content_naming_the_file(self, payload, message):
         path = self._write_raw(payload)
         with self.assertRaisesRegex(UserError, f"{path}.*{message}"):
-            data_lib.read_idx(path)
+            idx_lib.read_idx(path)
 
     def test_rejects_truncated_gzip(self):
-        data_lib.write_idx(self.dir / "x.gz", np.zeros((100, 28, 28), np.uint8))
+        idx_lib.write_idx(self.dir / "x.gz", np.zeros((100, 28, 28), np.uint8))
         raw = (self.dir / "x.gz").read_bytes()
         (self.dir / "x.gz").write_bytes(raw[: len(raw) // 2])
         with self.assertRaisesRegex(UserError, "x.gz: truncated or corrupt gzip"):
-            data_lib.read_idx(self.dir / "x.gz")
+            idx_lib.read_idx(self.dir / "x.gz")
 
     def test_rejects_missing_files_and_directories(self):
         with self.assertRaisesRegex(UserError, "does not exist"):
-            data_lib.read_idx_dir(self.dir / "nowhere")
+            idx_lib.read_idx_dir(self.dir / "nowhere")
         write_idx_set(self.dir / "set")
         os.remove(self.dir / "set" / "t10k-labels-idx1-ubyte.gz")
         with self.assertRaisesRegex(UserError, "lacks t10k-labels-idx1-ubyte.gz"):
-            data_lib.read_idx_dir(self.dir / "set")
+            idx_lib.read_idx_dir(self.dir / "set")
 
     def test_rejects_mismatched_files(self):
         directory = write_idx_set(self.dir / "counts")
-        data_lib.write_idx(directory / "train-labels-idx1-ubyte.gz", np.zeros(59, np.uint8))
+        idx_lib.write_idx(directory / "train-labels-idx1-ubyte.gz", np.zeros(59, np.uint8))
         with self.assertRaisesRegex(UserError, "60 images but .* 59 labels"):
-            data_lib.read_idx_dir(directory)
+            idx_lib.read_idx_dir(directory)
         directory = write_idx_set(self.dir / "shapes", test=(20, 7, 5))
         with self.assertRaisesRegex(
             UserError, r"train images are \(6, 5\) but test images are \(7, 5\)"
         ):
-            data_lib.read_idx_dir(directory)
+            idx_lib.read_idx_dir(directory)
         directory = write_idx_set(self.dir / "labels")
-        data_lib.write_idx(directory / "t10k-labels-idx1-ubyte.gz", np.full(20, 9, np.uint8))
+        idx_lib.write_idx(directory / "t10k-labels-idx1-ubyte.gz", np.full(20, 9, np.uint8))
         with self.assertRaisesRegex(
             UserError, "label 9 is outside the training labels' range 0..2"
         ):
-            data_lib.read_idx_dir(directory)
+            idx_lib.read_idx_dir(directory)
         directory = write_idx_set(self.dir / "dims")
-        data_lib.write_idx(directory / "train-images-idx3-ubyte.gz", np.zeros((60, 30), np.uint8))
+        idx_lib.write_idx(directory / "train-images-idx3-ubyte.gz", np.zeros((60, 30), np.uint8))
         with self.assertRaisesRegex(UserError, r"expected 3 dimensions \(N, H, W\)"):
-            data_lib.read_idx_dir(directory)
+            idx_lib.read_idx_dir(directory)
 
 
 class LoadDatasetTest(tf.test.TestCase):
@@ -143,22 +146,22 @@ class LoadDatasetTest(tf.test.TestCase):
         colour.mkdir()
         for split, count in (("train", 30), ("t10k", 10)):
             images = rng.integers(0, 256, (count, 5, 4, 3), dtype=np.uint8)
-            data_lib.write_idx(colour / f"{split}-images-idx3-ubyte.gz", images)
+            idx_lib.write_idx(colour / f"{split}-images-idx3-ubyte.gz", images)
             labels = (np.arange(count) % 3).astype(np.uint8)
-            data_lib.write_idx(colour / f"{split}-labels-idx1-ubyte.gz", labels)
+            idx_lib.write_idx(colour / f"{split}-labels-idx1-ubyte.gz", labels)
         data = data_lib.load_dataset("cifar10", data_dir=colour)
         self.assertEqual(data.input_shape, (5, 4, 3))
         self.assertEqual(data.label_names, ("0", "1", "2"))  # a data_dir is used as it is
         self.assertAllEqual(
-            data.train_images, data_lib.read_idx(colour / "train-images-idx3-ubyte.gz")
+            data.train_images, idx_lib.read_idx(colour / "train-images-idx3-ubyte.gz")
         )
         single = write_idx_set(self.dir / "single")
-        train = data_lib.read_idx(single / "train-images-idx3-ubyte.gz")
-        data_lib.write_idx(single / "train-images-idx3-ubyte.gz", train[..., None])
+        train = idx_lib.read_idx(single / "train-images-idx3-ubyte.gz")
+        idx_lib.write_idx(single / "train-images-idx3-ubyte.gz", train[..., None])
         data = data_lib.load_dataset("mnist", data_dir=single)
         self.assertEqual(data.input_shape, (6, 5))
         self.assertAllEqual(data.train_images, train)
-        data_lib.write_idx(single / "train-images-idx3-ubyte.gz", np.repeat(train[..., None], 2, 3))
+        idx_lib.write_idx(single / "train-images-idx3-ubyte.gz", np.repeat(train[..., None], 2, 3))
         with self.assertRaisesRegex(
             UserError, r"or 4 \(N, H, W, 1 or 3\), found shape \(60, 6, 5, 2\)"
         ):
@@ -170,7 +173,7 @@ class LoadDatasetTest(tf.test.TestCase):
         data = data_lib.load_dataset("fashion_mnist", data_dir=REAL_DATA_DIR)
         self.assertEqual(data.train_images.shape, (60000, 28, 28))
         self.assertEqual(data.val_images.shape, (10000, 28, 28))
-        self.assertEqual(data.label_names, data_lib.FASHION_MNIST_LABELS)
+        self.assertEqual(data.label_names, sources.FASHION_MNIST_LABELS)
         self.assertNear(float(data.train_images.mean() / 255), 0.2860, 1e-4)
         self.assertNear(float((data.train_images / 255).std()), 0.3530, 1e-4)
 

@@ -37,8 +37,9 @@ from cli_util import REPO, error_lines, run_main, tool_env
 from PIL import Image
 from tensorflow_datasets.image_classification import mnist as tfds_mnist
 
-from keras_mlp import cli, predict, train
+from keras_mlp import cli, predict, sources, train
 from keras_mlp import data as data_lib
+from keras_mlp import idx as idx_lib
 from keras_mlp.errors import UserError
 from keras_mlp.names import DATASETS
 
@@ -70,28 +71,26 @@ def hermetic(monkeypatch, tmp_path):
 
 def set_origin(monkeypatch, origin):
     """Every keras set's files downloaded from `origin` (a URL ending in /)."""
-    for name, keras_files in list(data_lib.KERAS_SETS.items()):
+    for name, keras_files in list(sources.KERAS_SETS.items()):
         files = tuple(dataclasses.replace(f, url=origin + f.name) for f in keras_files.files)
-        monkeypatch.setitem(
-            data_lib.KERAS_SETS, name, dataclasses.replace(keras_files, files=files)
-        )
+        monkeypatch.setitem(sources.KERAS_SETS, name, dataclasses.replace(keras_files, files=files))
 
 
 def publish(monkeypatch, name, contents):
     """Makes `contents` (file name -> bytes, decompressed for .gz files) the published
     files of keras set `name`: their sizes and SHA-256, computed here."""
-    keras_files = data_lib.KERAS_SETS[name]
+    keras_files = sources.KERAS_SETS[name]
     files = tuple(
         dataclasses.replace(
             f, size=len(contents[f.name]), sha256=hashlib.sha256(contents[f.name]).hexdigest()
         )
         for f in keras_files.files
     )
-    monkeypatch.setitem(data_lib.KERAS_SETS, name, dataclasses.replace(keras_files, files=files))
+    monkeypatch.setitem(sources.KERAS_SETS, name, dataclasses.replace(keras_files, files=files))
 
 
 def idx_bytes(array):
-    """An IDX file's bytes, written here from the format (not with keras_mlp.data)."""
+    """An IDX file's bytes, written here from the format (not with keras_mlp.idx)."""
     array = np.asarray(array, np.uint8)
     return (
         bytes([0, 0, 8, array.ndim])
@@ -109,7 +108,7 @@ def small_fashion_mnist(seed=0):
         rng.integers(0, 256, (20, 6, 5), dtype=np.uint8),
         (np.arange(20) % 10).astype(np.uint8),
     )
-    names = list(data_lib.IDX_FILES.values())
+    names = list(idx_lib.IDX_FILES.values())
     return arrays, {name: idx_bytes(a) for name, a in zip(names, arrays, strict=True)}
 
 
@@ -182,7 +181,7 @@ def test_fashion_mnist_from_the_keras_cache_layout(monkeypatch):
         strict=True,
     ):
         np.testing.assert_array_equal(got, want)
-    assert data.label_names == data_lib.FASHION_MNIST_LABELS
+    assert data.label_names == sources.FASHION_MNIST_LABELS
     assert data.source == str(folder)
     assert not Path(os.environ["TFDS_DATA_DIR"]).exists()  # found before tfds was asked
 
@@ -230,7 +229,7 @@ def cifar_archive(meta_names, train_per_batch=4, test=6, seed=2, extra=None):
 def test_cifar10_from_the_keras_archive_keeps_the_channel_axis(monkeypatch):
     meta_names = [f"class{i}" for i in range(10)]  # the names come from batches.meta
     members, archive = cifar_archive(meta_names)
-    name = data_lib.KERAS_SETS["cifar10"].files[0].name
+    name = sources.KERAS_SETS["cifar10"].files[0].name
     publish(monkeypatch, "cifar10", {name: archive})
     write_files(keras_datasets(), {name: archive})
     data = data_lib.load_dataset("cifar10")
@@ -252,9 +251,9 @@ class _RunsCode:
 
 def test_cifar10_archive_may_hold_arrays_only_never_code(monkeypatch):
     _, archive = cifar_archive(
-        data_lib.CIFAR10_LABELS, extra={"test_batch": pickle.dumps(_RunsCode(), protocol=2)}
+        sources.CIFAR10_LABELS, extra={"test_batch": pickle.dumps(_RunsCode(), protocol=2)}
     )
-    name = data_lib.KERAS_SETS["cifar10"].files[0].name
+    name = sources.KERAS_SETS["cifar10"].files[0].name
     publish(monkeypatch, "cifar10", {name: archive})
     write_files(keras_datasets(), {name: archive})
     message, _ = load_offline_error("cifar10")
@@ -273,7 +272,7 @@ def test_cifar10_archive_may_hold_arrays_only_never_code(monkeypatch):
 def test_a_damaged_cached_file_is_not_used(monkeypatch, damage, reason):
     _, contents = small_fashion_mnist()
     publish(monkeypatch, "fashion_mnist", contents)
-    target = data_lib.IDX_FILES["test_labels" if damage == "truncate" else "train_images"]
+    target = idx_lib.IDX_FILES["test_labels" if damage == "truncate" else "train_images"]
     good = contents[target]
     bad = {
         "flip_a_byte": lambda: good[:20] + bytes([good[20] ^ 1]) + good[21:],
@@ -297,7 +296,7 @@ def test_published_hashes_are_keras_own(monkeypatch):
 
     monkeypatch.undo()  # the real table, URLs included
     for name, module in (("mnist", mnist), ("cifar10", cifar10)):
-        (published,) = data_lib.KERAS_SETS[name].files
+        (published,) = sources.KERAS_SETS[name].files
         source = inspect.getsource(module)
         assert published.sha256 in source
         assert published.url.rsplit("/", 1)[1] in source
@@ -307,7 +306,7 @@ def test_published_hashes_are_keras_own(monkeypatch):
 def test_real_fashion_mnist_passes_the_published_checks():
     folder = keras_datasets() / "fashion-mnist"
     folder.mkdir(parents=True)
-    for name in data_lib.IDX_FILES.values():
+    for name in idx_lib.IDX_FILES.values():
         (folder / name).symlink_to(Path(REAL_DATA_DIR) / name)
     data = data_lib.load_dataset("fashion_mnist")
     assert data.source == str(folder)
@@ -337,7 +336,7 @@ def test_a_download_fills_the_keras_cache_once(monkeypatch, tmp_path, serve):
 def test_a_damaged_cached_file_is_replaced_by_a_verified_download(monkeypatch, tmp_path, serve):
     _, contents = small_fashion_mnist()
     publish(monkeypatch, "fashion_mnist", contents)
-    target = data_lib.IDX_FILES["train_labels"]
+    target = idx_lib.IDX_FILES["train_labels"]
     folder = write_files(keras_datasets() / "fashion-mnist", {**contents, target: b"\0\0\x08\x01"})
     serve(write_files(tmp_path / "published", contents))
     data = data_lib.load_dataset("fashion_mnist")
@@ -351,7 +350,7 @@ def test_a_download_that_differs_from_the_published_file_leaves_nothing(
     _, contents = small_fashion_mnist()
     publish(monkeypatch, "fashion_mnist", contents)
     damaged = dict(contents)
-    damaged[data_lib.IDX_FILES["test_images"]] = contents[data_lib.IDX_FILES["test_images"]][:-1]
+    damaged[idx_lib.IDX_FILES["test_images"]] = contents[idx_lib.IDX_FILES["test_images"]][:-1]
     origin = serve(write_files(tmp_path / "published", damaged))
     message, _ = load_offline_error()
     assert f"download of {origin}t10k-images-idx3-ubyte.gz (" in message
@@ -392,7 +391,7 @@ def test_an_unanswered_name_lookup_is_bounded(monkeypatch):
         return real_getaddrinfo(host, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    monkeypatch.setattr(data_lib, "CONNECT_TIMEOUT", 0.3)
+    monkeypatch.setattr(sources, "CONNECT_TIMEOUT", 0.3)
     set_origin(monkeypatch, "http://datasets.invalid/")
     try:
         message, seconds = load_offline_error()
@@ -407,7 +406,7 @@ def test_a_server_that_never_answers_is_bounded(monkeypatch):
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(8)  # the kernel accepts connections; nobody ever answers them
-    monkeypatch.setattr(data_lib, "READ_TIMEOUT", 0.5)
+    monkeypatch.setattr(sources, "READ_TIMEOUT", 0.5)
     set_origin(monkeypatch, f"http://127.0.0.1:{listener.getsockname()[1]}/")
     try:
         message, seconds = load_offline_error()
@@ -463,7 +462,7 @@ def test_kmnist_through_tensorflow_datasets(prepared):
 def test_cifar10_from_a_prepared_tensorflow_datasets_copy(prepared):
     data = data_lib.load_dataset("cifar10")  # the keras cache is empty: tfds is next
     assert data.train_images.shape == (24, 32, 32, 3)
-    assert data.label_names == data_lib.CIFAR10_LABELS
+    assert data.label_names == sources.CIFAR10_LABELS
     assert data.source.startswith("tensorflow-datasets ")
     assert not keras_datasets().exists()  # found before any download
 
@@ -605,7 +604,7 @@ def test_colour_set_trains_exports_and_predicts(prepared, tmp_path):
     assert result.returncode == 0, result.stderr
     metrics = json.loads((model_dir / "metrics.json").read_text())
     assert metrics["data"]["input_shape"] == [32, 32, 3]
-    assert metrics["data"]["label_names"] == list(data_lib.CIFAR10_LABELS)
+    assert metrics["data"]["label_names"] == list(sources.CIFAR10_LABELS)
     serve_fn = tf.saved_model.load(str(model_dir / "export")).signatures["serving_default"]
     spec = serve_fn.structured_input_signature[1]["images"]
     assert spec.shape.as_list() == [None, 32, 32, 3] and spec.dtype == tf.uint8
@@ -614,7 +613,7 @@ def test_colour_set_trains_exports_and_predicts(prepared, tmp_path):
     Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "rgb.png")
     Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(tmp_path / "big.png")
     Image.fromarray(rng.integers(0, 256, (32, 32), dtype=np.uint8)).save(tmp_path / "gray.png")
-    data_lib.write_idx(
+    idx_lib.write_idx(
         tmp_path / "colour-images-idx3-ubyte.gz",
         rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8),
     )
@@ -632,7 +631,7 @@ def test_colour_set_trains_exports_and_predicts(prepared, tmp_path):
         "colour-images-idx3-ubyte.gz[0]",
         "colour-images-idx3-ubyte.gz[1]",
     ]
-    assert all(line.split(": ")[1].rsplit(" ", 1)[0] in data_lib.CIFAR10_LABELS for line in lines)
+    assert all(line.split(": ")[1].rsplit(" ", 1)[0] in sources.CIFAR10_LABELS for line in lines)
     refused = run_main(predict.main, f"--model_dir={model_dir}", tmp_path / "gray.png")
     assert refused.returncode == 2
     assert error_lines(refused) == [

@@ -14,6 +14,8 @@ MODULES = [
     "keras_mlp.cli",
     "keras_mlp.layers",
     "keras_mlp.models",
+    "keras_mlp.idx",
+    "keras_mlp.sources",
     "keras_mlp.data",
     "keras_mlp.distribute",
     "keras_mlp.callbacks",

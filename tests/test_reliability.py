@@ -26,7 +26,8 @@ from PIL import Image
 
 import keras_mlp.models  # noqa: F401 (registers the custom classes for load_model)
 from keras_mlp import predict, train
-from keras_mlp.data import synthetic_arrays, write_idx
+from keras_mlp.data import synthetic_arrays
+from keras_mlp.idx import write_idx
 
 pytestmark = pytest.mark.slow
 

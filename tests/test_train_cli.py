@@ -26,7 +26,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 import keras_mlp.models  # noqa: F401  (registers MLPScratch for load_model)
 from keras_mlp import launch, predict, train
 from keras_mlp.config import RunConfig
-from keras_mlp.data import FASHION_MNIST_LABELS, load_dataset, read_idx, synthetic_arrays, write_idx
+from keras_mlp.data import load_dataset, synthetic_arrays
+from keras_mlp.idx import read_idx, write_idx
+from keras_mlp.sources import FASHION_MNIST_LABELS
 
 REAL_DATA_DIR = os.environ.get("KERAS_MLP_FASHION_MNIST_DIR")
 QUICK = ("--dataset=synthetic", "--epochs=1", "--batch_size=64")
