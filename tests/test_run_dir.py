@@ -105,6 +105,8 @@ class FinalSaveTest(tf.test.TestCase):
             os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C in the middle of the export
             saved.append(model_dir)
 
+        before = signal.getsignal(signal.SIGINT)  # SIG_IGN where started in the background
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         original = reporting.save_run
         reporting.save_run = save_run
         try:
@@ -112,10 +114,12 @@ class FinalSaveTest(tf.test.TestCase):
                 run._save_outputs("runs/x", None, {"loss": [1.0]}, None, CONFIG, False)
         finally:
             reporting.save_run = original
+            restored = signal.getsignal(signal.SIGINT)
+            signal.signal(signal.SIGINT, before)
         self.assertEqual(saved, ["runs/x"])  # the save ran to its end
         self.assertEqual(caught.exception.signal_number, signal.SIGINT)
         self.assertIn("the run in runs/x is complete", str(caught.exception))
-        self.assertIs(signal.getsignal(signal.SIGINT), signal.default_int_handler)
+        self.assertIs(restored, signal.default_int_handler)  # the handler from before the save
 
 
 if __name__ == "__main__":
