@@ -60,8 +60,10 @@ class Checkpointer(Callback):
 
     @property
     def latest(self):
-        """The newest saved checkpoint of this run (the chief's), or `None`."""
-        candidates = self._candidates() if self.directory else []
+        """The newest saved checkpoint of this run (the chief's) that restore() did not
+        skip as damaged, or `None`."""
+        skipped = {path for path, _ in self.skipped}
+        candidates = [p for p in self._candidates() if p not in skipped] if self.directory else []
         return candidates[0] if candidates else None
 
     def _state(self):

@@ -169,7 +169,21 @@ def _sigterm_as_interrupt():
 
 
 def _stop(workers):
-    """SIGTERM, then SIGKILL after a grace period, to every worker still running."""
+    """SIGTERM, then SIGKILL after a grace period, to every worker still running; a
+    second Ctrl-C meanwhile does not cut it short (the workers, in their own sessions,
+    would be left running)."""
+    if threading.current_thread() is threading.main_thread():
+        previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            _end_workers(workers)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+    else:
+        _end_workers(workers)
+
+
+def _end_workers(workers):
     running = [w for w in workers if w.process.poll() is None]
     for worker in running:
         worker.kill(signal.SIGTERM)

@@ -88,26 +88,39 @@ class RunLock:
         self._file = None
 
     def acquire(self):
-        handle = open(self.path, "a+")  # never truncates another holder's line
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
+        while True:
+            handle = open(self.path, "a+")  # never truncates another holder's line
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self._refuse(handle)
+            # A holder removes the file before it unlocks: a lock on a file no longer at
+            # `path` belongs to nobody else's view of the folder, so take the new one.
+            try:
+                if os.stat(self.path).st_ino == os.fstat(handle.fileno()).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
             handle.close()
-            pid, _, host = holder.partition(" ")
-            raise UserError(
-                f"model_dir={self.path.parent} is in use by another run (pid {pid} on "
-                f"{host or 'unknown host'}); wait for it to end or choose another model_dir"
-            ) from None
         handle.truncate(0)
         handle.write(f"{os.getpid()} {socket.gethostname()}\n")
         handle.flush()
         self._file = handle
         return self
 
+    def _refuse(self, handle):
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        pid, _, host = holder.partition(" ")
+        raise UserError(
+            f"model_dir={self.path.parent} is in use by another run (pid {pid} on "
+            f"{host or 'unknown host'}); wait for it to end or choose another model_dir"
+        ) from None
+
     def release(self):
-        """Unlocks; the file goes first, so nobody locks a file that is being removed."""
+        """Removes the file, then unlocks: a run that opened the old file and locks it
+        afterwards sees it is gone (acquire checks) and locks the new one instead."""
         if self._file is not None:
             self.path.unlink(missing_ok=True)
             self._file.close()  # closing releases the flock

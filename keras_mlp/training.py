@@ -269,8 +269,8 @@ class Trainer:
         train_iterator, val_dataset = self._datasets(data, first_epoch, done)
         model.stop_training = self.stopped_early = False
         logs = {}
-        callbacks.on_train_begin(state.history if resumed else None)
         try:
+            callbacks.on_train_begin(state.history if resumed else None)
             for epoch in range(first_epoch, self.max_epochs):
                 callbacks.on_epoch_begin(epoch)
                 start = time.perf_counter()
@@ -338,7 +338,11 @@ class Trainer:
             self.keep_checkpoints,
             self.checkpoint_every_steps,
         )
-        resumed = checkpoints.restore()
+        try:
+            resumed = checkpoints.restore()
+        except Exception:
+            checkpoints.close()  # a worker's temporary folder
+            raise
         for path, reason in checkpoints.skipped if self.verbose else ():
             print(f"skipped checkpoint {path}: it does not restore ({reason})")
         return checkpoints, resumed
