@@ -5,7 +5,8 @@ Modules, smallest first: names (accepted names, no heavy imports), layers
 (hand-written ReLU, ScratchDense, Dropout, L2Penalty), models (MLPScratch,
 concise_mlp), idx (the IDX file format), sources (where named datasets come
 from: keras cache, downloads, tfds), data (Dataset, load_dataset, pipelines),
-distribute (strategies), schedules (learning rates), callbacks (checkpoints,
+distribute (strategies), signals (SIGINT/SIGTERM held for
+a block), schedules (learning rates), callbacks (checkpoints,
 guard, signal stop, progress),
 summaries (the TensorBoard callback), training (the Trainer loop), reporting
 (run files, export), run_dir (one run per folder), config (RunConfig), run

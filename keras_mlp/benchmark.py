@@ -468,13 +468,6 @@ def define_flags(flag_values):
     flags.DEFINE_string("model", "concise", "measure (internal): the model.", **kw)
 
 
-def _positive_ints(name, values):
-    numbers = cli.int_list(f"--{name}", values)
-    if not numbers or min(numbers) < 1:
-        raise UserError(f"--{name}={','.join(values)!r} must be comma-separated positive integers")
-    return numbers
-
-
 def _checked_lists(fv, args):
     """Checks the command and every setting before anything is measured or written;
     returns the integer lists."""
@@ -486,7 +479,10 @@ def _checked_lists(fv, args):
     for model_name in fv.models:
         if model_name not in MODELS:
             raise UserError(f"--models: {model_name!r} is not known; accepted: {', '.join(MODELS)}")
-    return {name: _positive_ints(name, fv[name].value) for name in ("widths", "depths", "sizes")}
+    return {
+        name: cli.positive_int_list(f"--{name}", fv[name].value)
+        for name in ("widths", "depths", "sizes")
+    }
 
 
 def _benchmark(fv, args):

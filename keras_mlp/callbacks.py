@@ -10,10 +10,10 @@ Besides Keras' hooks, the package's callbacks may say when they must run
 what they hold (`close`, called by the trainer on every exit path).
 """
 
+import contextlib
 import shutil
 import signal
 import tempfile
-import threading
 from pathlib import Path
 
 import keras
@@ -21,6 +21,8 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
+from keras_mlp import signals
+from keras_mlp.distribute import summed_on_read
 from keras_mlp.errors import TrainingDiverged, TrainingInterrupted, UserError
 
 
@@ -218,20 +220,13 @@ class SignalStop(Callback):
     def __init__(self):
         super().__init__()
         self.received = None
-        self._previous = {}
+        self._handlers = contextlib.ExitStack()
         self._votes = None
 
     def on_train_begin(self, logs=None):
         with self.model.distribute_strategy.scope():
-            self._votes = tf.Variable(
-                0.0,
-                trainable=False,
-                synchronization=tf.VariableSynchronization.ON_READ,
-                aggregation=tf.VariableAggregation.SUM,
-            )
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._request_stop)
+            self._votes = summed_on_read()
+        self._handlers.enter_context(signals.handled(self._request_stop))
 
     def _request_stop(self, signal_number, frame):
         self.received = signal_number
@@ -242,9 +237,7 @@ class SignalStop(Callback):
             raise TrainingInterrupted(self.received or signal.SIGTERM, int(logs["step"]))
 
     def close(self):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous = {}
+        self._handlers.close()
 
 
 class ProgressLogger(Callback):

@@ -51,6 +51,14 @@ def int_list(name, values):
         raise UserError(f"{name}={','.join(values)!r} must be comma-separated integers") from None
 
 
+def positive_int_list(name, values):
+    """Comma-separated positive integers (at least one) from a list flag, or a one-line error."""
+    numbers = int_list(name, values)
+    if not numbers or min(numbers) < 1:
+        raise UserError(f"{name}={','.join(values)!r} must be comma-separated positive integers")
+    return numbers
+
+
 def float_list(name, values):
     """Comma-separated numbers from a list flag, or a one-line error."""
     try:

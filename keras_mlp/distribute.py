@@ -181,3 +181,15 @@ def is_chief(strategy):
     """Whether this process writes the run's outputs: always on one machine, and
     only the chief (worker 0) in a multi-worker cluster."""
     return strategy.extended.should_checkpoint
+
+
+def summed_on_read(shape=(), dtype=tf.float32):
+    """Numbers each replica updates locally; reading them sums over replicas and
+    workers (a collective: every worker must read them at the same points, DESIGN.md
+    fact 17). Create it inside the strategy's scope."""
+    return tf.Variable(
+        tf.zeros(shape, dtype),
+        trainable=False,
+        synchronization=tf.VariableSynchronization.ON_READ,
+        aggregation=tf.VariableAggregation.SUM,
+    )

@@ -11,7 +11,6 @@ MultiWorkerMirroredStrategy worker whose peer never comes waits forever, and a
 worker catches SIGTERM, so stragglers are ended with SIGKILL after a short grace.
 """
 
-import contextlib
 import json
 import os
 import signal
@@ -24,7 +23,7 @@ from contextlib import ExitStack
 
 from absl import flags
 
-from keras_mlp import cli
+from keras_mlp import cli, signals
 from keras_mlp.errors import UserError
 
 GRACE_SECONDS = 3.0
@@ -103,7 +102,7 @@ def launch(num_workers, train_command, timeout):
     for worker, host in zip(workers, hosts, strict=True):
         print(f"[launcher] worker {worker.index} (pid {worker.process.pid}) on {host}", flush=True)
     try:
-        with _sigterm_as_interrupt():
+        with signals.handled(_interrupt):
             failed, status = _watch(workers, time.monotonic() + timeout, timeout)
     except _Interrupted as e:
         failed, status = None, 128 + e.signal_number
@@ -150,36 +149,16 @@ class _Interrupted(Exception):
         self.signal_number = signal_number
 
 
-@contextlib.contextmanager
-def _sigterm_as_interrupt():
+def _interrupt(signal_number, frame):
     """Ctrl-C and SIGTERM both end the watch, so that the workers are stopped too."""
-
-    def interrupt(signal_number, frame):
-        raise _Interrupted(signal_number)
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    raise _Interrupted(signal_number)
 
 
 def _stop(workers):
     """SIGTERM, then SIGKILL after a grace period, to every worker still running; a
     second Ctrl-C meanwhile does not cut it short (the workers, in their own sessions,
     would be left running)."""
-    if threading.current_thread() is threading.main_thread():
-        previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            _end_workers(workers)
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-    else:
+    with signals.handled(signal.SIG_IGN):
         _end_workers(workers)
 
 

@@ -10,15 +10,13 @@ import dataclasses
 import json
 import math
 import os
-import signal
-import threading
 import time
 from pathlib import Path
 
 import keras
 import tensorflow as tf
 
-from keras_mlp import reporting, run_dir
+from keras_mlp import reporting, run_dir, signals
 from keras_mlp.data import load_dataset
 from keras_mlp.distribute import get_strategy, is_chief
 from keras_mlp.errors import TrainingInterrupted, UserError
@@ -249,14 +247,7 @@ def _save_outputs(model_dir, model, history, data, config, stopped_early):
     middle of a SavedModel export would leave it half-made. A signal that came is
     reported afterwards (the run is complete by then)."""
     received = []
-    handlers = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            handlers[sig] = signal.signal(sig, lambda number, frame: received.append(number))
-    try:
+    with signals.handled(lambda number, frame: received.append(number)):
         reporting.save_run(model_dir, model, history, data, config.to_dict(), stopped_early)
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
     if received:
         raise TrainingInterrupted(received[0], len(history["loss"]), complete_in=model_dir)

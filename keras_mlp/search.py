@@ -288,11 +288,7 @@ def _search(flag_values, args):
         raise UserError(
             f"--optimizers takes sgd and/or adam. Received: {','.join(flag_values.optimizers)}"
         )
-    widths = cli.int_list("--widths", flag_values.widths)
-    if not widths or min(widths) < 1:
-        raise UserError(
-            f"--widths={','.join(flag_values.widths)!r} must be comma-separated positive integers"
-        )
+    widths = cli.positive_int_list("--widths", flag_values.widths)
     cli.quiet_tensorflow()
     run_search(
         flag_values.search_dir,

@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from keras_mlp import callbacks as callbacks_lib
 from keras_mlp import data as data_lib
+from keras_mlp.distribute import summed_on_read
 from keras_mlp.errors import TrainingInterrupted, UserError
 from keras_mlp.names import OPTIMIZERS
 from keras_mlp.schedules import check_schedule, learning_rate_schedule
@@ -56,22 +57,11 @@ def replica_penalty(model):
     return tf.nn.scale_regularization_loss(tf.add_n([tf.cast(x, tf.float32) for x in model.losses]))
 
 
-def _summed_on_read(shape=(), dtype=tf.float32):
-    """Numbers each replica updates locally; reading them sums over replicas and
-    workers (a collective: every worker must read them at the same points)."""
-    return tf.Variable(
-        tf.zeros(shape, dtype),
-        trainable=False,
-        synchronization=tf.VariableSynchronization.ON_READ,
-        aggregation=tf.VariableAggregation.SUM,
-    )
-
-
 class _Totals:
     """Sums of loss, correct predictions and examples, kept on the devices."""
 
     def __init__(self):
-        self.variables = [_summed_on_read() for _ in range(3)]
+        self.variables = [summed_on_read() for _ in range(3)]
 
     def add(self, per_example_loss, logits, labels, weights):
         loss, correct, count = self.variables

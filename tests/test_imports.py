@@ -18,6 +18,7 @@ MODULES = [
     "keras_mlp.sources",
     "keras_mlp.data",
     "keras_mlp.distribute",
+    "keras_mlp.signals",
     "keras_mlp.callbacks",
     "keras_mlp.schedules",
     "keras_mlp.training",
