@@ -261,13 +261,22 @@ def concise_mlp(
     hidden_units = _check_sizes(num_outputs, hidden_units)
     get_activation(activation)  # validates the name with the package's message
     rates = dropout_rates(dropout, hidden_units)
-    init = kernel_initializer(initializer, _check_sigma(sigma), "concise")
+    sigma = _check_sigma(sigma)
+    kernel_initializer(initializer, sigma, "concise")  # the name, checked up front
+
+    def dense(units, **kwargs):
+        # A new initializer per layer, as Dense("glorot_uniform") makes: an unseeded Keras
+        # initializer fixes its seed when created, so one shared instance would give every
+        # layer of equal shape the very same kernel.
+        init = kernel_initializer(initializer, sigma, "concise")
+        return keras.layers.Dense(units, kernel_initializer=init, **kwargs)
+
     layers = [keras.Input(shape=tuple(input_shape)), keras.layers.Flatten()]
     for units, rate in zip(hidden_units, rates, strict=True):
-        layers.append(keras.layers.Dense(units, activation=activation, kernel_initializer=init))
+        layers.append(dense(units, activation=activation))
         if rate:  # a rate of 0 makes no layer (and draws no random numbers)
             layers.append(keras.layers.Dropout(rate))
-    layers.append(keras.layers.Dense(num_outputs, kernel_initializer=init))
+    layers.append(dense(num_outputs))
     return keras.Sequential(layers, name="concise_mlp")
 
 

@@ -11,6 +11,7 @@ from absl.testing import parameterized
 
 from keras_mlp.layers import Dropout, L2Penalty, ReLU, ScratchDense
 from keras_mlp.models import MLPScratch, build_model, concise_mlp
+from keras_mlp.names import INITIALIZERS
 
 
 def _copy_weights(source, target):
@@ -159,6 +160,23 @@ class MLPScratchTest(tf.test.TestCase, parameterized.TestCase):
         self.assertNear(float(np.std(first_kernel)), expected_std, 0.03 * expected_std)
         if model_name == "scratch":
             self.assertEqual(MLPScratch.from_config(model.get_config()).initializer, initializer)
+
+    @parameterized.parameters(
+        *((model, name) for model in ("scratch", "concise") for name in INITIALIZERS)
+    )
+    def test_every_kernel_starts_from_its_own_draw(self, model_name, initializer):
+        # One initializer instance shared by the layers would fix one seed for all, and
+        # kernels of equal shape would start identical (hidden layers 2 and 3 here).
+        keras.utils.set_random_seed(0)
+        model = build_model(
+            model_name, (8, 8), 64, hidden_units=(64, 64, 64), initializer=initializer
+        )
+        kernels = [w.numpy() for w in model.trainable_weights if len(w.shape) == 2]
+        self.assertLen(kernels, 4)
+        flat = [k.ravel()[: 64 * 64] for k in kernels]
+        for i in range(len(flat)):
+            for j in range(i):
+                self.assertNotAllClose(flat[i], flat[j], msg=f"kernels {j + 1} and {i + 1}")
 
     def test_concise_and_factory_reject_bad_arguments(self):
         with self.assertRaisesRegex(ValueError, "hidden_units='8'"):
