@@ -166,17 +166,28 @@ class DivergenceGuard(Callback):
       fresh model, and larger for a badly scaled one, which then still may learn.
       `factor=0` keeps the non-finite check only.
 
-    The error names the last good checkpoint.
+    `reference` is a float64 `tf.Variable` holding the first step's loss (NaN until
+    it is seen); the trainer keeps it in its checkpoints, so that a resumed run is
+    judged against its own first step, not the resumed process's. The error names
+    the last good checkpoint.
     """
 
-    def __init__(self, checkpointer, factor=100.0):
+    def __init__(self, checkpointer, factor=100.0, reference=None):
         super().__init__()
         self.checkpointer, self.factor = checkpointer, factor
-        self.reference = None  # the loss of the first step this process ran
+        self.reference = (
+            tf.Variable(float("nan"), dtype=tf.float64, trainable=False)
+            if reference is None
+            else reference
+        )
         self._epoch = self._first_step = 0
 
+    def _reference_loss(self):
+        value = float(self.reference.numpy())
+        return None if np.isnan(value) else value
+
     def steps_until_due(self, step):
-        return 1 if self.factor and self.reference is None else None
+        return 1 if self.factor and self._reference_loss() is None else None
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
@@ -186,15 +197,16 @@ class DivergenceGuard(Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         loss = logs["loss"]
-        if self.reference is None:
-            self.reference = loss
+        if self._reference_loss() is None and np.isfinite(loss):
+            self.reference.assign(loss)
+        reference = self._reference_loss()
         steps = f"steps {self._first_step}-{int(logs['step'])} (epoch {self._epoch + 1})"
         if not (np.isfinite(loss) and self._weights_finite()):
             problem, hint = f"training loss became {loss} in {steps}", ""
-        elif self.factor and loss > self.factor * self.reference:
+        elif self.factor and loss > self.factor * reference:
             problem = (
                 f"training loss reached {loss:.4g} in {steps}, over {self.factor:g} x the "
-                f"first step's {self.reference:.4g}"
+                f"first step's {reference:.4g}"
             )
             hint = ", or divergence_factor=0 to turn this check off"
         else:

@@ -12,6 +12,7 @@ import math
 from keras_mlp.errors import UserError
 from keras_mlp.names import (
     ACTIVATIONS,
+    CLUSTER_TIMEOUT,
     DATASETS,
     DTYPES,
     INITIALIZERS,
@@ -224,6 +225,12 @@ class RunConfig:
         type=int,
         compared=False,
     )
+    cluster_timeout: int = setting(
+        CLUSTER_TIMEOUT,
+        "multi_worker_mirrored: seconds to wait for every worker of the cluster to answer; "
+        "then (or on Ctrl-C/SIGTERM meanwhile) the worker stops with one error line.",
+        compared=False,
+    )
     steps_per_execution: int = setting(
         50, "Training steps per tf.function call (fewer Python round trips).", compared=False
     )
@@ -277,7 +284,13 @@ class RunConfig:
             raise UserError("hidden_units=() needs at least one width")
         for width in self.hidden_units:
             check_positive_int("hidden_units", width)
-        for name in ("batch_size", "epochs", "cpu_devices", "steps_per_execution"):
+        for name in (
+            "batch_size",
+            "epochs",
+            "cpu_devices",
+            "steps_per_execution",
+            "cluster_timeout",
+        ):
             check_positive_int(name, getattr(self, name))
         check_positive_int("keep_checkpoints", self.keep_checkpoints)
         for name in (
@@ -298,9 +311,10 @@ class RunConfig:
                 f"profile_steps={','.join(map(str, self.profile_steps))} must be FIRST,LAST "
                 "with 1 <= FIRST <= LAST"
             )
-        if not (isinstance(self.divergence_factor, (int, float)) and self.divergence_factor >= 0):
+        factor = self.divergence_factor
+        if not (isinstance(factor, (int, float)) and math.isfinite(factor) and factor >= 0):
             raise UserError(
-                f"divergence_factor={self.divergence_factor!r} must be 0 (off) or a positive number"
+                f"divergence_factor={factor!r} must be 0 (off) or a positive finite number"
             )
         check_positive_finite("sigma", self.sigma)
         check_positive_finite("learning_rate", self.learning_rate)

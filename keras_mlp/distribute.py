@@ -8,11 +8,14 @@ import os
 import signal
 import socket
 import threading
+import time
 
+import numpy as np
 import tensorflow as tf
 
-from keras_mlp.errors import UserError
-from keras_mlp.names import STRATEGIES
+from keras_mlp import signals
+from keras_mlp.errors import TrainingInterrupted, UserError
+from keras_mlp.names import CLUSTER_TIMEOUT, STRATEGIES
 
 
 def _logical_cpus(count):
@@ -115,16 +118,82 @@ def cluster_resolver(worker_hosts=None, task_index=None, num_gpus=None):
     )
 
 
-def _multi_worker(resolver):
-    """A MultiWorkerMirroredStrategy that leaves this process's SIGTERM handling as it was.
+class ClusterWaitInterrupted(TrainingInterrupted):
+    """SIGINT/SIGTERM came while this worker waited for the rest of its cluster."""
+
+    def __str__(self):
+        name = signal.Signals(self.signal_number).name
+        return f"stopped by {name} while waiting for the cluster's workers; nothing was written"
+
+
+def _answers(address):
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def _await_peers(resolver, timeout):
+    """Returns once every other worker of the cluster accepts connections on its port;
+    raises `UserError` naming those that did not within `timeout` seconds, and
+    `ClusterWaitInterrupted` on SIGINT/SIGTERM meanwhile.
+
+    Creating the strategy waits for the peers inside TensorFlow's C++ runtime, with
+    Python's lock held: no Python signal handler or thread runs there, so a worker
+    whose peers never came could only be killed. This rendezvous waits in Python
+    instead. Meanwhile this worker listens on its own port (connections are never
+    accepted: a peer only needs to see it there), then hands the port to TensorFlow.
+    """
+    spec = resolver.cluster_spec().as_dict()
+    mine = spec[resolver.task_type][resolver.task_id]
+    peers = [a for addresses in spec.values() for a in addresses if a != mine]
+    host, _, port = mine.rpartition(":")
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    deadline = time.monotonic() + timeout
+
+    def stop(signal_number, frame):
+        raise ClusterWaitInterrupted(signal_number, step=0)
+
+    try:
+        listener.bind((host, int(port)))
+        listener.listen(len(peers) + 1)
+        with signals.handled(stop):
+            told = False
+            while peers:
+                peers = [address for address in peers if not _answers(address)]
+                if peers and not told:
+                    print(
+                        f"waiting up to {timeout:g} s for the workers at {', '.join(peers)}",
+                        flush=True,
+                    )
+                    told = True
+                if peers and time.monotonic() > deadline:
+                    raise UserError(
+                        f"the cluster did not form within cluster_timeout={timeout:g} seconds: "
+                        f"no answer from {', '.join(peers)}; start every worker with the same "
+                        "worker list, or give a larger cluster_timeout=SECONDS"
+                    )
+                time.sleep(0.2 if peers else 0)
+    finally:
+        listener.close()
+
+
+def _multi_worker(resolver, timeout):
+    """A MultiWorkerMirroredStrategy, created once every other worker answers (a bounded,
+    interruptible wait: `_await_peers`), that leaves this process's SIGTERM handling as
+    it was.
 
     Creating one installs TensorFlow's own C++ SIGTERM handler (a preemption notice
     that nothing here reads), which swallows SIGTERM silently: a worker signalled
     before training starts would then train to the end and exit 0. Setting the
     Python-level handler again puts the process's own handling back at the C level.
     """
-    if threading.current_thread() is not threading.main_thread():
+    if threading.current_thread() is not threading.main_thread():  # no signals to honour
         return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
+    _await_peers(resolver, timeout)
     handler = signal.getsignal(signal.SIGTERM)
     try:
         return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
@@ -133,7 +202,13 @@ def _multi_worker(resolver):
 
 
 def get_strategy(
-    name="default", *, cpu_devices=2, num_gpus=None, worker_hosts=None, task_index=None
+    name="default",
+    *,
+    cpu_devices=2,
+    num_gpus=None,
+    worker_hosts=None,
+    task_index=None,
+    cluster_timeout=CLUSTER_TIMEOUT,
 ):
     """Returns the `tf.distribute.Strategy` called `name`.
 
@@ -146,6 +221,9 @@ def get_strategy(
         cpu_devices: Logical CPU devices for `"mirrored"` without GPUs. Defaults to `2`.
         num_gpus: How many local GPUs to use; `None` means all. Defaults to `None`.
         worker_hosts, task_index: The cluster when TF_CONFIG is not set.
+        cluster_timeout: Seconds to wait for every worker of a cluster to answer; past
+            them (or on SIGINT/SIGTERM meanwhile) the process prints one line and ends.
+            Defaults to `CLUSTER_TIMEOUT`.
 
     Raises:
         UserError: for an unknown name, impossible device counts or a bad cluster.
@@ -161,7 +239,7 @@ def get_strategy(
     if name == "one_device":
         return tf.distribute.OneDeviceStrategy(gpu_names[0] if gpu_names else "/cpu:0")
     if name == "multi_worker_mirrored":
-        return _multi_worker(cluster_resolver(worker_hosts, task_index, num_gpus))
+        return _multi_worker(cluster_resolver(worker_hosts, task_index, num_gpus), cluster_timeout)
     if not isinstance(cpu_devices, int) or cpu_devices < 1:
         raise UserError(f"cpu_devices={cpu_devices!r} must be a positive integer")
     return _mirrored(tuple(gpu_names or _logical_cpus(cpu_devices)))
@@ -193,3 +271,33 @@ def summed_on_read(shape=(), dtype=tf.float32):
         synchronization=tf.VariableSynchronization.ON_READ,
         aggregation=tf.VariableAggregation.SUM,
     )
+
+
+def is_cluster(strategy):
+    """Whether `strategy` spans several worker processes."""
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+def _worker_rank(strategy):
+    """This worker's position among the cluster's workers (the chief first), and their number."""
+    resolver = strategy.cluster_resolver
+    spec = resolver.cluster_spec().as_dict()
+    tasks = [(kind, i) for kind in ("chief", "worker") for i in range(len(spec.get(kind, ())))]
+    return tasks.index((resolver.task_type, resolver.task_id)), len(tasks)
+
+
+def from_every_worker(strategy, value):
+    """Every worker's `value` (an integer), in worker order, the chief's first: a
+    collective that every worker of a cluster must call at the same point. On one
+    machine, `[value]`."""
+    if not is_cluster(strategy):
+        return [value]
+    rank, count = _worker_rank(strategy)
+    mine = np.zeros(count)
+    mine[rank] = value  # every other worker adds zeros in this worker's slot
+    with strategy.scope():
+        slots = summed_on_read((count,), tf.float64)
+    # Assigned outside a replica, a summed variable takes value / replicas on each of
+    # them: read back, that is the mean over the workers, so scale it back.
+    slots.assign(mine)
+    return [round(v * count) for v in slots.read_value().numpy().tolist()]

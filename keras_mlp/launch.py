@@ -1,4 +1,4 @@
-"""Run a multi-worker training cluster on this machine: N workers on 127.0.0.1.
+"""Run a multi-worker training cluster on this machine: N workers talking over 127.0.0.1.
 
     keras-mlp-launch --workers=2 --timeout=1800 -- --flagfile=configs/concise.flags
 
@@ -6,9 +6,10 @@ Flags before `--` are the launcher's; those after it go to every worker's
 `keras_mlp.train`. Each worker gets its own TF_CONFIG on a free port; its output
 lines are prefixed with `[worker i]`. If a worker fails, the others are stopped.
 
-The launcher is the one place that bounds a multi-worker run in time: a
-MultiWorkerMirroredStrategy worker whose peer never comes waits forever, and a
-worker catches SIGTERM, so stragglers are ended with SIGKILL after a short grace.
+The launcher bounds the whole run in time (`--timeout`); a worker catches SIGTERM
+to stop at a step boundary, so stragglers are ended with SIGKILL after a short grace.
+TensorFlow's worker servers listen on every interface, not only 127.0.0.1: the
+launcher says so, with the ports, when it starts them.
 """
 
 import json
@@ -27,6 +28,13 @@ from keras_mlp import cli, signals
 from keras_mlp.errors import UserError
 
 GRACE_SECONDS = 3.0
+# The workers talk over 127.0.0.1, but TensorFlow's gRPC server binds every interface
+# (its listening address is "0.0.0.0:PORT", whatever host the cluster names).
+EXPOSED_NOTE = (
+    "note: TensorFlow's worker servers listen on every network interface, not only "
+    "127.0.0.1: ports {ports} can be reached from other machines while training runs; "
+    "on a shared network, block them with a firewall"
+)
 
 
 def free_ports(count, host="127.0.0.1"):
@@ -101,6 +109,8 @@ def launch(num_workers, train_command, timeout):
     ]
     for worker, host in zip(workers, hosts, strict=True):
         print(f"[launcher] worker {worker.index} (pid {worker.process.pid}) on {host}", flush=True)
+    ports = ",".join(host.rpartition(":")[2] for host in hosts)
+    print(f"[launcher] {EXPOSED_NOTE.format(ports=ports)}", flush=True)
     try:
         with signals.handled(_interrupt):
             failed, status = _watch(workers, time.monotonic() + timeout, timeout)

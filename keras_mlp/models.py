@@ -262,21 +262,17 @@ def concise_mlp(
     get_activation(activation)  # validates the name with the package's message
     rates = dropout_rates(dropout, hidden_units)
     sigma = _check_sigma(sigma)
-    kernel_initializer(initializer, sigma, "concise")  # the name, checked up front
-
-    def dense(units, **kwargs):
-        # A new initializer per layer, as Dense("glorot_uniform") makes: an unseeded Keras
-        # initializer fixes its seed when created, so one shared instance would give every
-        # layer of equal shape the very same kernel.
-        init = kernel_initializer(initializer, sigma, "concise")
-        return keras.layers.Dense(units, kernel_initializer=init, **kwargs)
-
+    # A new initializer per layer, as Dense("glorot_uniform") makes: an unseeded Keras
+    # initializer fixes its seed when created, so one shared instance would give every
+    # layer of equal shape the very same kernel. All are made before any Dropout layer,
+    # whose seed would otherwise shift the kernels' draws.
+    inits = [kernel_initializer(initializer, sigma, "concise") for _ in (*hidden_units, 0)]
     layers = [keras.Input(shape=tuple(input_shape)), keras.layers.Flatten()]
-    for units, rate in zip(hidden_units, rates, strict=True):
-        layers.append(dense(units, activation=activation))
+    for units, rate, init in zip(hidden_units, rates, inits, strict=False):
+        layers.append(keras.layers.Dense(units, activation=activation, kernel_initializer=init))
         if rate:  # a rate of 0 makes no layer (and draws no random numbers)
             layers.append(keras.layers.Dropout(rate))
-    layers.append(dense(num_outputs))
+    layers.append(keras.layers.Dense(num_outputs, kernel_initializer=inits[-1]))
     return keras.Sequential(layers, name="concise_mlp")
 
 

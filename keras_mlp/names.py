@@ -49,3 +49,6 @@ STRATEGIES = ("default", "one_device", "mirrored", "multi_worker_mirrored")
 
 # Keras dtype policies: float32, or mixed precision (float32 weights, 16-bit math) for GPUs.
 DTYPES = ("float32", "mixed_float16", "mixed_bfloat16")
+
+# Seconds a worker of a cluster waits for the others before it gives up (--cluster_timeout).
+CLUSTER_TIMEOUT = 180

@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from keras_mlp import reporting, run_dir, signals
 from keras_mlp.data import load_dataset
-from keras_mlp.distribute import get_strategy, is_chief
+from keras_mlp.distribute import from_every_worker, get_strategy, is_chief
 from keras_mlp.errors import TrainingInterrupted, UserError
 from keras_mlp.models import build_model
 from keras_mlp.summaries import TensorBoardLogger
@@ -65,7 +65,11 @@ def configure_process(config):
     keras.mixed_precision.set_global_policy(config.dtype)
 
 
-def _completed(model_dir, verbose):
+def _completed(model_dir, verbose, chief=True):
+    if not chief:  # the chief reads and reports the finished run
+        if verbose:
+            print(f"the run in {model_dir} is already complete (the chief's decision)")
+        return RunResult(model_dir, {})
     metrics = json.loads((Path(model_dir) / "metrics.json").read_text())
     if verbose:
         how = (
@@ -113,16 +117,23 @@ def run_callbacks(config, data, model_dir, chief):
     return callbacks
 
 
-def build(config):
-    """The strategy, data and model that `config` describes (TensorFlow starts here)."""
-    # mirrored-on-CPUs splits the CPU: before TensorFlow runs any op.
-    strategy = get_strategy(
+def make_strategy(config):
+    """The strategy `config` names (TensorFlow starts here). Mirrored-on-CPUs splits the
+    CPU, which TensorFlow allows only before it runs any op; a cluster's worker waits at
+    most `cluster_timeout` seconds for the others."""
+    return get_strategy(
         config.strategy,
         cpu_devices=config.cpu_devices,
         num_gpus=config.num_gpus,
         worker_hosts=config.worker_hosts,
         task_index=config.task_index,
+        cluster_timeout=config.cluster_timeout,
     )
+
+
+def build(config, strategy=None):
+    """The strategy, data and model that `config` describes."""
+    strategy = strategy or make_strategy(config)
     data = load_dataset(
         config.dataset,
         data_dir=config.data_dir,
@@ -208,27 +219,26 @@ def train(config, *, callbacks=(), verbose=True):
     `callbacks` (Keras callbacks) run after the run's own. Everything that can
     be checked is checked before the model_dir is touched, so a bad request
     leaves no trace there; while the run writes, it owns the model_dir (see
-    `run_dir.claim`).
+    `run_dir.claim`). In a cluster only the chief decides what happens to the
+    model_dir, and every worker ends the way it decided (`_Start`).
     """
     model_dir = default_model_dir(config)
-    status = run_dir.NEW if config.overwrite else run_dir.inspect(model_dir, config)
-    if status == run_dir.COMPLETE:
-        return _completed(model_dir, verbose)
-    configure_process(config)
-    strategy, data, model = build(config)
-    chief = is_chief(strategy)  # other workers of a cluster write nothing in model_dir
-    every_callback = [*run_callbacks(config, data, model_dir, chief), *callbacks]
-    trainer = make_trainer(config, strategy, model_dir, every_callback, verbose)
-    trainer.check(model, data)
-    with run_dir.claim(model_dir, config) if chief else contextlib.nullcontext() as status:
-        if status == run_dir.COMPLETE:  # another run finished it meanwhile
+    if config.strategy != "multi_worker_mirrored":
+        # One process: a finished run is reported, a refused one named, before TensorFlow starts.
+        status = run_dir.NEW if config.overwrite else run_dir.inspect(model_dir, config)
+        if status == run_dir.COMPLETE:
             return _completed(model_dir, verbose)
+    configure_process(config)
+    with _Start(config, make_strategy(config), model_dir, callbacks, verbose) as start:
+        if start.status == run_dir.COMPLETE:  # finished before, or by another run meanwhile
+            return _completed(model_dir, verbose, start.chief)
+        strategy, data, model, trainer = start.strategy, start.data, start.model, start.trainer
         if verbose:
             print(_describe(config, data, model, strategy, model_dir), flush=True)
         history = trainer.fit(model, data)
-        if chief:
+        if start.chief:
             _save_outputs(model_dir, model, history, data, config, trainer.stopped_early)
-    if verbose and chief and config.profile_steps:
+    if verbose and start.chief and config.profile_steps:
         print(
             f"profile of steps {config.profile_steps[0]}-{config.profile_steps[1]} in "
             f"{model_dir}/logs: the Profile tab of `tensorboard --logdir {model_dir}` "
@@ -240,6 +250,61 @@ def train(config, *, callbacks=(), verbose=True):
         # Equal on every worker of a cluster: a quick check that they agree.
         print(f"weights fingerprint {weights_fingerprint(model)}", flush=True)
     return RunResult(model_dir, history, model, trainer.stopped_early)
+
+
+class _Start(contextlib.AbstractContextManager):
+    """Data, model and trainer built, and the model_dir claimed by the chief (its lock
+    held until the block ends), with the chief's decision as `status`.
+
+    In a cluster the workers then agree before any of them trains: each tells the
+    others whether it could start (a collective, `from_every_worker`), so a refusal or
+    bad data on one worker is an error on every worker, and a run the chief finds
+    complete is complete for all; none is left waiting for a peer that has gone.
+    """
+
+    _READY, _COMPLETE, _FAILED = 0, 1, 2
+
+    def __init__(self, config, strategy, model_dir, callbacks, verbose):
+        self.strategy, self.chief = strategy, is_chief(strategy)
+        self.status = None
+        self._stack = contextlib.ExitStack()
+        failure = None
+        try:
+            _, self.data, self.model = build(config, strategy)
+            every_callback = [*run_callbacks(config, self.data, model_dir, self.chief), *callbacks]
+            self.trainer = make_trainer(config, strategy, model_dir, every_callback, verbose)
+            self.trainer.check(self.model, self.data)
+            if self.chief:
+                claim = run_dir.claim(model_dir, config, self.data.identity())
+                self.status = self._stack.enter_context(claim)
+        except UserError as e:
+            failure = e
+        self._agree(failure)
+
+    def _agree(self, failure):
+        mine = (
+            self._FAILED
+            if failure
+            else self._COMPLETE
+            if self.status == run_dir.COMPLETE
+            else self._READY
+        )
+        outcomes = from_every_worker(self.strategy, mine)
+        if failure:
+            self._stack.close()
+            raise failure
+        failed = [i for i, outcome in enumerate(outcomes) if outcome == self._FAILED]
+        if failed:
+            self._stack.close()
+            raise UserError(
+                f"worker {failed[0]} of the cluster could not start (its own output says why); "
+                "every worker stops"
+            )
+        if outcomes[0] == self._COMPLETE:
+            self.status = run_dir.COMPLETE
+
+    def __exit__(self, *exc_info):
+        return self._stack.__exit__(*exc_info)
 
 
 def _save_outputs(model_dir, model, history, data, config, stopped_early):

@@ -25,6 +25,7 @@ from keras_mlp.errors import UserError
 from keras_mlp.reporting import write_json
 
 RUN_CONFIG = "run_config.json"
+DATA_KEY = "data"  # run_config.json's record of the data a run trains on (Dataset.identity)
 LOCK = ".lock"
 # Everything a run may leave behind, removed by overwrite (or a restart).
 RUN_OUTPUTS = (
@@ -145,12 +146,32 @@ def _remove_dead_writers_files(model_dir):
         shutil.rmtree(path, ignore_errors=True)
 
 
+def check_same_data(model_dir, data_identity):
+    """Refuses to resume the run in `model_dir` on data other than its own (a
+    `Dataset.identity()`), naming what differs. A run recorded before data identities
+    were kept is not checked."""
+    saved = json.loads((Path(model_dir) / RUN_CONFIG).read_text()).get(DATA_KEY)
+    if saved is None or saved == data_identity:
+        return
+    differences = [
+        f"{key} {saved.get(key)!r} there, {value!r} now"
+        for key, value in data_identity.items()
+        if saved.get(key) != value
+    ]
+    raise UserError(
+        f"model_dir={model_dir} holds a run on other data ({'; '.join(differences)}); "
+        "resume it with the data it started on, or choose another model_dir or set "
+        "overwrite=True"
+    )
+
+
 @contextlib.contextmanager
-def claim(model_dir, config):
+def claim(model_dir, config, data_identity=None):
     """Owns `model_dir` for one run: locks it, decides again under the lock (another run
-    may have finished or started meanwhile), clears what must go and records the run's
-    config. Yields the status (`NEW`, `RESTART`, `RESUME` or `COMPLETE`); the lock is
-    held until the block ends.
+    may have finished or started meanwhile), checks that a run to resume continues on
+    its own data (`data_identity`, a `Dataset.identity()`), clears what must go and
+    records the run's config and data. Yields the status (`NEW`, `RESTART`, `RESUME` or
+    `COMPLETE`); the lock is held until the block ends.
     """
     model_dir = Path(model_dir)
     try:
@@ -160,11 +181,14 @@ def claim(model_dir, config):
         raise UserError(f"model_dir={model_dir} is not writable ({e.strerror or e})") from None
     try:
         status = NEW if config.overwrite else inspect(model_dir, config)
+        if status == RESUME and data_identity is not None:
+            check_same_data(model_dir, data_identity)
         _remove_dead_writers_files(model_dir)
         if config.overwrite or status == RESTART:
             _remove_outputs(model_dir)
         if not (model_dir / RUN_CONFIG).exists():
-            write_json(model_dir / RUN_CONFIG, config.to_dict())
+            data = {DATA_KEY: data_identity} if data_identity else {}
+            write_json(model_dir / RUN_CONFIG, {**config.to_dict(), **data})
         yield status
     finally:
         lock.release()

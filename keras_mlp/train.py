@@ -19,9 +19,11 @@ def _train(flag_values, args):
     from keras_mlp.run import train  # TensorFlow starts here
 
     result = train(config)
-    print(
-        f"final val_accuracy {result.history['val_accuracy'][-1]:.4f}; outputs in {result.model_dir}"
-    )
+    if result.history:  # a cluster's other workers learn only that the chief found it complete
+        print(
+            f"final val_accuracy {result.history['val_accuracy'][-1]:.4f}; "
+            f"outputs in {result.model_dir}"
+        )
 
 
 def main(argv=None):

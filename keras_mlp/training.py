@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from keras_mlp import callbacks as callbacks_lib
 from keras_mlp import data as data_lib
-from keras_mlp.distribute import summed_on_read
+from keras_mlp.distribute import from_every_worker, summed_on_read
 from keras_mlp.errors import TrainingInterrupted, UserError
 from keras_mlp.names import OPTIMIZERS
 from keras_mlp.schedules import check_schedule, learning_rate_schedule
@@ -32,6 +32,7 @@ HISTORY_KEYS = (
     "learning_rate",
     "epoch_seconds",
     "examples_per_second",
+    "steps",  # the epoch's training steps: fewer than an epoch's when a callback cut it short
 )
 
 
@@ -87,15 +88,21 @@ def _means(sums):
 
 class TrainState:
     """What a checkpoint holds besides model and optimizer: enough to continue
-    exactly. The data order follows from seed, epoch and step, so the step is
-    the data position too."""
+    exactly. The data order follows from seed, epoch and the step within the epoch
+    (`step - epoch_first_step`), so those are the data position too."""
 
     def __init__(self):
         with tf.device("/cpu:0"):  # strings and counters live on the host
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False)
+            # The run's step when the epoch in progress began: an epoch that a callback
+            # cut short has fewer steps than a whole one, so this is not epochs x steps.
+            self.epoch_first_step = tf.Variable(0, dtype=tf.int64, trainable=False)
             self.history_json = tf.Variable(json.dumps({key: [] for key in HISTORY_KEYS}))
             # Training sums `[loss, correct, count]` of the epoch in progress.
             self.epoch_sums = tf.Variable(tf.zeros(3, tf.float64), trainable=False)
+            # The loss of the run's first step, the divergence guard's reference (NaN: not
+            # yet seen); kept, so that a resumed run is judged as the uninterrupted one.
+            self.first_loss = tf.Variable(float("nan"), dtype=tf.float64, trainable=False)
 
     @property
     def history(self):
@@ -106,15 +113,28 @@ class TrainState:
     def epochs_done(self):
         return len(self.history["loss"])
 
+    @property
+    def steps_into_epoch(self):
+        """Training steps already run in the epoch in progress."""
+        return int(self.step.numpy() - self.epoch_first_step.numpy())
+
     def end_epoch(self, logs):
         history = self.history
+        logs["steps"] = self.steps_into_epoch
         for key in HISTORY_KEYS:
             history[key].append(float(logs[key]))
         self.history_json.assign(json.dumps(history))
         self.epoch_sums.assign(tf.zeros(3, tf.float64))
+        self.epoch_first_step.assign(self.step)
 
     def checkpoint_items(self):
-        return {"step": self.step, "history": self.history_json, "epoch_sums": self.epoch_sums}
+        return {
+            "step": self.step,
+            "epoch_first_step": self.epoch_first_step,
+            "history": self.history_json,
+            "epoch_sums": self.epoch_sums,
+            "first_loss": self.first_loss,
+        }
 
 
 class Trainer:
@@ -248,13 +268,12 @@ class Trainer:
         model.optimizer = self._make_optimizer(model, steps_per_epoch)
         state = TrainState()
         checkpoints, resumed = self._restore(model, state)
-        first_epoch = state.epochs_done
-        done = int(state.step.numpy()) - first_epoch * steps_per_epoch  # into first_epoch
+        first_epoch, done = state.epochs_done, state.steps_into_epoch
         if resumed and self.verbose:
             print(
                 f"resuming from {resumed}: {_position(state, done, self.max_epochs, steps_per_epoch)}"
             )
-        callbacks = self._callback_list(model, checkpoints, steps_per_epoch)
+        callbacks = self._callback_list(model, checkpoints, state, steps_per_epoch)
         steps = _CompiledSteps(model, self.strategy, self.batch_size)
         train_iterator, val_dataset = self._datasets(data, first_epoch, done)
         model.stop_training = self.stopped_early = False
@@ -330,12 +349,24 @@ class Trainer:
         )
         try:
             resumed = checkpoints.restore()
+            self._check_workers_agree(state.step)
         except Exception:
             checkpoints.close()  # a worker's temporary folder
             raise
         for path, reason in checkpoints.skipped if self.verbose else ():
             print(f"skipped checkpoint {path}: it does not restore ({reason})")
         return checkpoints, resumed
+
+    def _check_workers_agree(self, step):
+        """In a cluster, every worker must have restored the same step (each reads the
+        chief's checkpoints): one that could not see them would start over alone."""
+        steps = [int(s) for s in from_every_worker(self.strategy, int(step.numpy()))]
+        if len(set(steps)) > 1:
+            each = ", ".join(f"worker {i}: step {s}" for i, s in enumerate(steps))
+            raise UserError(
+                f"the workers restored different steps ({each}); every worker must read the "
+                f"chief's checkpoints in model_dir={self.model_dir} (shared storage)"
+            )
 
     def _chunk_size(self, callbacks, step, remaining):
         """Steps of the next compiled call: up to `steps_per_execution`, ending where a
@@ -371,12 +402,15 @@ class Trainer:
             optimizer.build(model.trainable_variables)
         return optimizer
 
-    def _callback_list(self, model, checkpoints, steps_per_epoch):
+    def _callback_list(self, model, checkpoints, state, steps_per_epoch):
         """The trainer's own callbacks first (guard, signal vote, checkpoints: a
         summary or a user's callback never runs ahead of the checkpoint), then the user's."""
         own = [callbacks_lib.SignalStop(), checkpoints]
         if self.stop_on_divergence:
-            own.insert(0, callbacks_lib.DivergenceGuard(checkpoints, self.divergence_factor))
+            guard = callbacks_lib.DivergenceGuard(
+                checkpoints, self.divergence_factor, reference=state.first_loss
+            )
+            own.insert(0, guard)
         if self.verbose:
             own.append(callbacks_lib.ProgressLogger())
         # The trainer's own callbacks act per chunk (on_train_batch_end), so Keras calls
@@ -410,6 +444,8 @@ class _CompiledSteps:
         with strategy.scope():
             self.train_totals, self.val_totals = _Totals(), _Totals()
         optimizer = model.optimizer
+        loss_scaling = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+        agree_on_skips = loss_scaling and strategy.num_replicas_in_sync > 1
 
         def train_step(images, labels):
             with tf.GradientTape() as tape:
@@ -422,6 +458,8 @@ class _CompiledSteps:
                     loss += penalty
                 scaled_loss = optimizer.scale_loss(loss)  # the loss itself unless loss scaling
             grads = tape.gradient(scaled_loss, model.trainable_variables)
+            if agree_on_skips:
+                grads = _skip_together(optimizer, grads)
             optimizer.apply(grads, model.trainable_variables)
             self.train_totals.add(per_example, logits, labels, tf.ones_like(per_example))
 
@@ -453,6 +491,27 @@ class _CompiledSteps:
             "train_steps": self.train_steps.experimental_get_tracing_count(),
             "evaluate": self._evaluate.experimental_get_tracing_count(),
         }
+
+
+def _skip_together(optimizer, grads):
+    """This replica's gradients, made non-finite when any replica's are.
+
+    Keras' `LossScaleOptimizer` skips a step (and halves its loss scale) when the
+    gradients it is handed are not finite, assuming they are already summed over the
+    replicas; here each replica hands over its own. Under MirroredStrategy it then
+    follows replica 0 alone (applying another replica's inf), and across workers each
+    would decide for itself. One all-reduced flag makes every replica decide alike;
+    finite gradients pass unchanged (multiplied by exactly 1).
+    """
+    context = tf.distribute.get_replica_context()
+    bad = tf.cast(tf.logical_not(optimizer.check_finite(grads)), tf.float32)
+    any_bad = context.all_reduce(tf.distribute.ReduceOp.SUM, bad) > 0
+    return [
+        None
+        if g is None
+        else g * tf.where(any_bad, tf.constant(np.nan, g.dtype), tf.ones((), g.dtype))
+        for g in grads
+    ]
 
 
 def _position(state, done, max_epochs, steps_per_epoch):

@@ -152,7 +152,12 @@ class TrainFlagsTest(tf.test.TestCase, parameterized.TestCase, RejectsMixin):
         (
             "negative_divergence_factor",
             ["--divergence_factor=-1"],
-            r"--divergence_factor=-1.0 must be 0 \(off\) or a positive number",
+            r"--divergence_factor=-1.0 must be 0 \(off\) or a positive finite number",
+        ),
+        (
+            "infinite_divergence_factor",  # would turn the guard off while seeming to keep it
+            ["--divergence_factor=inf"],
+            r"--divergence_factor=inf must be 0 \(off\) or a positive finite number",
         ),
         (
             "split_over_one",
@@ -550,6 +555,33 @@ class ModelDirTest(tf.test.TestCase, RejectsMixin):
             resumed = json.loads((model_dir / "metrics.json").read_text())["history"]
             self.assertEqual(resumed["loss"], history["loss"])
             self.assertEqual(resumed["val_accuracy"], history["val_accuracy"])
+
+    def test_a_resume_on_other_data_is_refused(self):
+        """An interrupted run rerun on another image set of the same image size (a
+        traceback and a wrong step count in issue 16), or another class count."""
+        a = write_idx_set(self.tmp / "data_a", train=(600, 6, 5), num_classes=3)
+        model_dir = self.tmp / "on_a"
+        args = ["--epochs=3", "--batch_size=16", f"--model_dir={model_dir}"]
+        result = run_main(train.main, *args, f"--data_dir={a}")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        (model_dir / "metrics.json").unlink()  # unfinished, as a kill would leave it
+        cases = {
+            "smaller": (dict(train=(200, 6, 5)), "train_examples 600 there, 200 now"),
+            "reshuffled": (dict(train=(600, 6, 5), seed=9), "sha256 '[0-9a-f]{64}' there"),
+            "more_classes": (dict(train=(600, 6, 5), num_classes=4), "num_classes 3 there, 4 now"),
+        }
+        for name, (shape, difference) in cases.items():
+            other = write_idx_set(self.tmp / f"data_{name}", **{"num_classes": 3, **shape})
+            self.assert_untouched_rejection(
+                model_dir,
+                [*args[:-1], f"--data_dir={other}"],
+                f"--model_dir={re.escape(str(model_dir))} holds a run on other data "
+                rf"\(.*{difference}.*\); resume it with the data it started on, or choose "
+                "another model_dir or set --overwrite=True",
+            )
+        result = run_main(train.main, *args, f"--data_dir={a}")  # its own data: resumes
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("all 3 epochs were done", result.stdout)
 
     def test_overwrite_replaces_a_run(self):
         model_dir = self.copy_of_run("replaced")

@@ -122,6 +122,41 @@ class StockCallbacksTest(tf.test.TestCase):
         self.assertLen(history["loss"], 1)
         self.assertFalse(np.isfinite(history["loss"][0]))
 
+    def test_a_stop_mid_epoch_is_recorded_as_cut_and_a_rerun_resumes_at_the_next_epoch(self):
+        class StopInSecondEpoch(keras.callbacks.Callback):  # as TerminateOnNaN would
+            def on_train_batch_end(self, batch, logs=None):
+                if int(logs["step"]) == STEPS + 10:
+                    self.model.stop_training = True
+
+        model_dir = self.get_temp_dir()
+        trainer, _, history = _fit(
+            [StopInSecondEpoch()], epochs=4, model_dir=model_dir, steps_per_execution=10
+        )
+        self.assertTrue(trainer.stopped_early)
+        self.assertEqual(history["steps"], [STEPS, 10])  # the cut epoch, as what it is
+        recorder = Recorder()
+        _, _, history = _fit([recorder], epochs=4, model_dir=model_dir, steps_per_execution=10)
+        self.assertEqual(history["steps"], [STEPS, 10, STEPS, STEPS])
+        self.assertEqual([e for kind, e, _ in recorder.calls if kind == "epoch_begin"], [2, 3])
+        batches = [(e, logs["step"]) for kind, e, logs in recorder.calls if kind == "batch_end"]
+        self.assertEqual(batches[0], (9, STEPS + 10 + 10))  # from the third epoch's first step
+        latest = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+        self.assertTrue(latest.endswith(f"ckpt-{3 * STEPS + 10}"))
+
+    def test_the_divergence_reference_is_the_runs_first_step_after_a_resume(self):
+        model_dir = self.get_temp_dir()
+        _fit([], epochs=1, model_dir=model_dir)
+        checkpoints = os.path.join(model_dir, "checkpoints")
+
+        def first_loss():
+            reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(checkpoints))
+            return reader.get_tensor("first_loss/.ATTRIBUTES/VARIABLE_VALUE")
+
+        reference = first_loss()
+        self.assertNear(reference, np.log(5), 0.1)  # a fresh model's first step, 5 classes
+        _fit([], epochs=2, model_dir=model_dir)  # resumed: its first chunk has a lower loss
+        self.assertEqual(first_loss(), reference)
+
     def test_lambda_callback(self):
         seen = []
         callback = keras.callbacks.LambdaCallback(
@@ -297,6 +332,19 @@ class PackageCallbacksTest(tf.test.TestCase):
         self.assertIsNone(off.steps_until_due(0))
         off.on_train_batch_end(0, {"step": 1, "loss": 2.5})
         off.on_train_batch_end(9, {"step": 10, "loss": 1e30})  # finite: only non-finite stops it
+
+    def test_divergence_guard_takes_a_kept_reference(self):
+        reference = tf.Variable(2.0, dtype=tf.float64)  # restored from a checkpoint
+        guard = callbacks_lib.DivergenceGuard(
+            callbacks_lib.Checkpointer(None, None, None), 100, reference=reference
+        )
+        guard.set_model(self._model())
+        self.assertIsNone(guard.steps_until_due(500))  # no one-step chunk needed
+        guard.on_epoch_begin(3)
+        guard.on_train_batch_begin(0, {"step": 500, "loss": 0.0})
+        with self.assertRaisesRegex(TrainingDiverged, "over 100 x the first step's 2"):
+            guard.on_train_batch_end(9, {"step": 510, "loss": 201.0})
+        self.assertEqual(float(reference.numpy()), 2.0)
 
     def test_signal_stop_turns_sigterm_into_a_clean_stop(self):
         stop = callbacks_lib.SignalStop()

@@ -107,6 +107,25 @@ def wait_for_line(process, text, *, others=(), timeout=120):
         time.sleep(0.05)
 
 
+def _listening_addresses():
+    """{(IPv4 address, port)} of the TCP sockets listening on this machine (IPv6 "any"
+    reads as 0.0.0.0), from /proc/net/tcp and tcp6."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(FileNotFoundError), open(table) as f:
+            for row in list(f)[1:]:
+                local, state = row.split()[1], row.split()[3]
+                if state != "0A":  # LISTEN
+                    continue
+                address, port = local.split(":")
+                if set(address) == {"0"}:
+                    found.add(("0.0.0.0", int(port, 16)))
+                elif len(address) == 8:
+                    octets = bytes.fromhex(address)[::-1]  # little-endian on x86 and arm
+                    found.add((".".join(map(str, octets)), int(port, 16)))
+    return found
+
+
 class BadClusterInputTest(tf.test.TestCase):
     """One-line errors, exit 2, nothing written: in-process, as no cluster ever forms."""
 
@@ -440,6 +459,36 @@ class MultiWorkerTest(tf.test.TestCase):
         self.assertLen(pids, 1)
         self.assertFalse(group_alive(pids[0]))
 
+    def test_the_launcher_says_which_ports_every_interface_can_reach(self):
+        """TensorFlow's gRPC server binds 0.0.0.0 whatever host the cluster names: the
+        launcher's note says so, naming the ports; /proc/net/tcp shows them."""
+        model_dir = self.tmp / "exposed"
+        with started(
+            (
+                "launch",
+                [
+                    "--workers=2",
+                    "--timeout=90",
+                    "--",
+                    *QUICK,
+                    "--epochs=1000",
+                    f"--model_dir={model_dir}",
+                ],
+                {"TF_CONFIG": None},
+            )
+        ) as (launcher,):
+            wait_for_line(launcher, "[worker 0] epoch 1/1000")
+            output = "".join(launcher.out)
+            ports = [int(p) for p in re.findall(r"on 127\.0\.0\.1:(\d+)$", output, re.M)]
+            self.assertLen(ports, 2)
+            self.assertIn(launch.EXPOSED_NOTE.format(ports=",".join(map(str, ports))), output)
+            listening = _listening_addresses()
+            launcher.send_signal(signal.SIGTERM)
+            finished(launcher)
+        for port in ports:
+            self.assertIn(("0.0.0.0", port), listening)
+            self.assertNotIn(("127.0.0.1", port), listening)
+
     def test_launcher_timeout_stops_every_worker(self):
         model_dir = self.tmp / "timeout"
         start = time.monotonic()
@@ -455,6 +504,124 @@ class MultiWorkerTest(tf.test.TestCase):
         self.assertFalse(any(group_alive(pid) for pid in pids))
         self.assertLess(elapsed, 2 + launch.GRACE_SECONDS + 10)
         self.assertFalse((model_dir / "metrics.json").exists())
+
+
+@pytest.mark.slow
+class ClusterAgreementTest(tf.test.TestCase):
+    """Only the chief decides what happens to the model_dir, and every worker ends the
+    way it decided; a worker never waits for ever, and stops on SIGINT/SIGTERM."""
+
+    def setUp(self):
+        super().setUp()
+        self.tmp = Path(self.get_temp_dir())
+
+    def finished_run(self, name, *args):
+        model_dir = self.tmp / name
+        result = run_main(train.main, *QUICK, *args, f"--model_dir={model_dir}")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        return model_dir
+
+    def cluster(self, *per_worker_args, timeout=120):
+        """Workers from --worker_hosts, worker i with the QUICK flags and `per_worker_args[i]`;
+        returns their Results and the seconds until the last one ended."""
+        hosts = ",".join(f"127.0.0.1:{port}" for port in free_ports(len(per_worker_args)))
+        env = {"TF_CONFIG": None, "TMPDIR": str(self.tmp)}
+        commands = [
+            (
+                "train",
+                [*QUICK, *args, MULTI_WORKER, f"--worker_hosts={hosts}", f"--task_index={i}"],
+                env,
+            )
+            for i, args in enumerate(per_worker_args)
+        ]
+        start = time.monotonic()
+        with started(*commands, timeout=timeout) as workers:
+            results = [finished(worker, timeout=timeout) for worker in workers]
+        return results, time.monotonic() - start
+
+    def test_the_chiefs_refusal_ends_every_worker(self):
+        model_dir = self.finished_run("refused")  # a scratch run; the cluster asks for concise
+        args = ["--model=concise", f"--model_dir={model_dir}"]
+        (chief, other), seconds = self.cluster(args, args)
+        self.assertEqual((chief.returncode, other.returncode), (2, 2), chief.stderr + other.stderr)
+        self.assertRegex(error_lines(chief)[0], "holds a run with other settings")
+        self.assertEqual(
+            error_lines(other),
+            [
+                "error: worker 0 of the cluster could not start (its own output says why); "
+                "every worker stops"
+            ],
+        )
+        self.assertLess(seconds, 60)  # not left waiting in a collective
+
+    def test_a_run_the_chief_finds_complete_is_complete_for_every_worker(self):
+        model_dir = self.finished_run("complete")
+        args = [f"--model_dir={model_dir}"]
+        (chief, other), _ = self.cluster(args, args)
+        self.assertEqual((chief.returncode, other.returncode), (0, 0), chief.stderr + other.stderr)
+        self.assertIn("is already complete (finished)", chief.stdout)
+        self.assertIn("is already complete (the chief's decision)", other.stdout)
+        self.assertNotIn("epoch 1/2", chief.stdout + other.stdout)
+
+    def test_workers_that_restored_different_steps_stop_together(self):
+        """Worker 1 cannot see the chief's checkpoints (another folder here; another host's
+        disk in life): it would have started over alone."""
+        model_dir = self.finished_run("restored")
+        (model_dir / "metrics.json").unlink()  # unfinished: the chief resumes
+        blind = self.tmp / "blind"
+        (chief, other), _ = self.cluster([f"--model_dir={model_dir}"], [f"--model_dir={blind}"])
+        self.assertEqual((chief.returncode, other.returncode), (2, 2), chief.stderr + other.stderr)
+        steps = 2 * (2000 // 64)
+        expected = (
+            f"error: the workers restored different steps (worker 0: step {steps}, worker 1: "
+            f"step 0); every worker must read the chief's checkpoints in --model_dir="
+        )
+        self.assertStartsWith(error_lines(chief)[0], expected)
+        self.assertStartsWith(error_lines(other)[0], expected)
+
+    def test_a_worker_whose_peers_never_come_stops_on_a_signal_or_its_timeout(self):
+        peer, mine = free_ports(2)
+        hosts = f"--worker_hosts=127.0.0.1:{peer},127.0.0.1:{mine}"
+        env = {"TF_CONFIG": None}
+        lone = [*QUICK, MULTI_WORKER, hosts, "--task_index=1"]
+        commands = [
+            ("train", [*lone, f"--model_dir={self.tmp / name}", *extra], env)
+            for name, extra in (("int", []), ("term", []), ("late", ["--cluster_timeout=3"]))
+        ]
+        # One at a time: the three would share one port.
+        for (tool, args, env_), sig in zip(
+            commands, (signal.SIGINT, signal.SIGTERM, None), strict=True
+        ):
+            with started((tool, args, env_), timeout=90) as (worker,):
+                wait_for_line(
+                    worker,
+                    f"waiting up to {3 if sig is None else 180} s for the workers at 127.0.0.1:{peer}",
+                )
+                start = time.monotonic()
+                if sig:
+                    worker.send_signal(sig)
+                result = finished(worker, timeout=30)
+            if sig:
+                self.assertEqual(result.returncode, 128 + sig, result.stderr)
+                self.assertEqual(
+                    error_lines(result),
+                    [
+                        f"error: stopped by {sig.name} while waiting for the cluster's workers; "
+                        "nothing was written"
+                    ],
+                )
+                self.assertLess(time.monotonic() - start, 5)
+            else:
+                self.assertEqual(result.returncode, 2, result.stderr)
+                self.assertEqual(
+                    error_lines(result),
+                    [
+                        f"error: the cluster did not form within --cluster_timeout=3 seconds: no "
+                        f"answer from 127.0.0.1:{peer}; start every worker with the same worker "
+                        "list, or give a larger --cluster_timeout=SECONDS"
+                    ],
+                )
+            self.assertFalse(Path(args[-1 if sig else -2].split("=", 1)[1]).exists())
 
 
 if __name__ == "__main__":

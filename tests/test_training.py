@@ -11,6 +11,7 @@ from absl.testing import parameterized
 from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
+from keras_mlp import training
 from keras_mlp.config import RunConfig
 from keras_mlp.data import load_dataset
 from keras_mlp.distribute import get_strategy
@@ -243,6 +244,53 @@ class TrainerTest(tf.test.TestCase, parameterized.TestCase):
         self.assertEqual(model(np.zeros((1, 12, 12), "float32")).dtype, "bfloat16")
         self.assertEqual({v.dtype for v in model.trainable_variables}, {"float32"})
         self.assertAllClose(history["loss"], reference["loss"], rtol=0.05)
+
+    def test_float16_uses_loss_scaling_and_bfloat16_does_not(self):
+        for policy, scaled in (("mixed_float16", True), ("mixed_bfloat16", False)):
+            keras.mixed_precision.set_global_policy(policy)
+            try:
+                model, _ = _train("default", "concise", epochs=1)
+            finally:
+                keras.mixed_precision.set_global_policy("float32")
+            self.assertEqual(
+                isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer), scaled, policy
+            )
+
+    def test_float16_replicas_skip_a_non_finite_step_together(self):
+        """One replica's overflow skips the step on every replica (Keras' loss scaling
+        would follow replica 0 alone and apply the other's inf), and a skipped step does
+        not advance `optimizer.iterations`, the counter the schedules follow."""
+        strategy = get_strategy("mirrored", cpu_devices=2, num_gpus=0)
+        keras.mixed_precision.set_global_policy("mixed_float16")
+        try:
+            with strategy.scope():
+                model = build_model("concise", (4,), 3, hidden_units=(8,))
+            trainer = Trainer(strategy=strategy, batch_size=8, lr_schedule="cosine", verbose=False)
+            model.optimizer = trainer._make_optimizer(model, steps_per_epoch=10)
+            steps = training._CompiledSteps(model, strategy, global_batch=8)
+        finally:
+            keras.mixed_precision.set_global_policy("float32")
+        fine, huge = np.ones((4, 4), np.float32), np.full((4, 4), 6e4, np.float32)  # float16 max
+        labels = np.zeros((4,), np.int32)
+
+        def step(replica_images):  # one batch per replica, replica 0 first
+            batches = tf.data.Dataset.from_tensor_slices((replica_images, [labels, labels]))
+            steps.train_steps(
+                iter(strategy.distribute_datasets_from_function(lambda _: batches)), 1
+            )
+
+        before, scale = model.get_weights(), float(model.optimizer.dynamic_scale.numpy())
+        first_rate = float(model.optimizer.learning_rate)
+        step(np.stack([fine, huge]))  # replica 1's loss and gradients overflow float16
+        for w, b in zip(model.get_weights(), before, strict=True):
+            self.assertAllEqual(w, b)  # skipped on both replicas: no inf was applied
+        self.assertEqual(float(model.optimizer.dynamic_scale.numpy()), scale / 2)
+        self.assertEqual(int(model.optimizer.iterations.numpy()), 0)
+        self.assertEqual(float(model.optimizer.learning_rate), first_rate)
+        step(np.stack([fine, fine]))
+        self.assertEqual(int(model.optimizer.iterations.numpy()), 1)
+        self.assertNotAllClose(model.get_weights()[0], before[0])
+        self.assertLess(float(model.optimizer.learning_rate), first_rate)  # the schedule moved
 
     def test_optimizer_is_chosen_by_name(self):
         data = load_dataset("synthetic")
