@@ -82,7 +82,7 @@ def _completed(model_dir, verbose):
     )
 
 
-def run_callbacks(config, data, model_dir, chief):
+def run_callbacks(config, data, model_dir, chief, session_group=None):
     """The callbacks a config asks for: TensorBoard always (written by the chief), early
     stopping, and reducing the learning rate on a plateau of the validation loss."""
     callbacks = [
@@ -91,6 +91,7 @@ def run_callbacks(config, data, model_dir, chief):
             data,
             config.to_dict(),
             hparams=config.hyperparameters(),
+            session_group=session_group,
             log_every_steps=config.log_every_steps,
             histogram_freq=config.histogram_freq,
             profile_steps=config.profile_steps,
@@ -202,10 +203,11 @@ def _describe(config, data, model, strategy, model_dir):
     )
 
 
-def train(config, *, callbacks=(), verbose=True):
+def train(config, *, callbacks=(), verbose=True, session_group=None):
     """Runs the training described by `config`; returns a `RunResult`.
 
-    `callbacks` (Keras callbacks) run after the run's own. Everything that can
+    `callbacks` (Keras callbacks) run after the run's own. `session_group` makes the
+    run a trial of a sweep or search (`summaries.TensorBoardLogger`). Everything that can
     be checked is checked before the model_dir is touched, so a bad request
     leaves no trace there; while the run writes, it owns the model_dir (see
     `run_dir.claim`).
@@ -217,7 +219,7 @@ def train(config, *, callbacks=(), verbose=True):
     configure_process(config)
     strategy, data, model = build(config)
     chief = is_chief(strategy)  # other workers of a cluster write nothing in model_dir
-    every_callback = [*run_callbacks(config, data, model_dir, chief), *callbacks]
+    every_callback = [*run_callbacks(config, data, model_dir, chief, session_group), *callbacks]
     trainer = make_trainer(config, strategy, model_dir, every_callback, verbose)
     trainer.check(model, data)
     with run_dir.claim(model_dir, config) if chief else contextlib.nullcontext() as status:
