@@ -36,14 +36,17 @@ def log_scale(xs):
 
 
 def outliers(means, stds=()):
-    """Indexes of the means far below the rest (under the lower quartile by more than
-    three times the spread of the middle half, or of the seeds)."""
+    """Indexes of the means far below the rest: more than ten times their typical
+    spread (the median absolute deviation, or the seeds' median standard deviation)
+    under their median. Robust: the outlier itself does not widen the fence."""
     means = np.asarray(means, dtype=float)
     if len(means) < 3:
         return []
-    q1, q3 = np.percentile(means, [25, 75])
-    spread = max(q3 - q1, max((s for s in stds if s), default=0.0), 0.002)
-    return [i for i, m in enumerate(means) if m < q1 - 3 * spread]
+    middle = np.median(means)
+    spread = max(
+        np.median(np.abs(means - middle)), np.median([s for s in stds if s] or [0.0]), 0.002
+    )
+    return [i for i, m in enumerate(means) if m < middle - 10 * spread]
 
 
 def what_is_shown(entries):

@@ -303,6 +303,7 @@ def define_flags(flag_values):
         "widths", ["128", "256", "512", "1024"], "Hidden widths to choose from.", **kw
     )
     flags.DEFINE_list("optimizers", ["sgd", "adam"], "Optimizers to choose from (sgd, adam).", **kw)
+    experiment.define_flags(flag_values)
     cli.define_run_flags(flag_values)
 
 

@@ -108,12 +108,13 @@ def grid_configs(grid, train_args):
     for values in itertools.product(*grid.values()):
         point = dict(zip(grid, values, strict=True))
         flag_args = [f"--{k}={v}" for k, v in point.items()]
-        config = training_config([*train_args, *flag_args], f"--grid point {label(point)}")
+        config = training_config([*train_args, *flag_args], f"--grid point {' '.join(flag_args)}")
         for other, seen in configs.items():
             if seen == config:
+                first = " ".join(f"--{k}={v}" for k, v in zip(grid, other, strict=True))
                 raise UserError(
-                    f"--grid points {label(dict(zip(grid, other, strict=True)))} and "
-                    f"{label(point)} are the same run; give each value once"
+                    f"--grid points {first} and {' '.join(flag_args)} are the same run; "
+                    "give each value once"
                 )
         configs[values] = config
     return configs
