@@ -365,7 +365,7 @@ def test_ctrl_c_stops_the_whole_sweep_and_the_rerun_resumes(tmp_path, monkeypatc
     fake = _fake(monkeypatch, lambda c: ("sleep", 60))
     sweep_dir = tmp_path / "sweep"
     args = [f"--sweep_dir={sweep_dir}", "--grid=hidden_units=8,16,32", "--parallel=2"]
-    _interrupt_after(3)
+    _interrupt_after(1.5)
     start = time.monotonic()
     result = run_main(sweep.main, *args, "--", *QUICK)
     assert time.monotonic() - start < 30  # not the 60 s a trial would sleep
@@ -477,7 +477,7 @@ def test_search_retrains_the_best_and_a_stopped_search_resumes(tmp_path, monkeyp
     # Stopped during trial 3: the rerun with the same command resumes trial 3 (not a
     # "Record does not exist" crash, not a failed trial left behind), then adds trial 4.
     fake = _fake(monkeypatch, lambda c: ("sleep", 60))
-    _interrupt_after(3)
+    _interrupt_after(1.5)
     stopped = run_main(search.main, *args, "--trials=5")
     assert stopped.returncode == 130, stopped
     fake = _fake(monkeypatch, outcome)
@@ -496,7 +496,7 @@ def test_search_retrains_the_best_and_a_stopped_search_resumes(tmp_path, monkeyp
 def test_a_search_stopped_before_any_trial_finished_reruns_without_a_crash(tmp_path, monkeypatch):
     _fake(monkeypatch, lambda c: ("sleep", 60))
     search_dir = tmp_path / "search"
-    _interrupt_after(3)
+    _interrupt_after(1.5)
     assert run_main(search.main, f"--search_dir={search_dir}", *SEARCH, "--trials=1")[0] == 130
     _fake(monkeypatch, lambda c: ("done", 0.5, 2))
     result = run_main(search.main, f"--search_dir={search_dir}", *SEARCH, "--trials=1")
