@@ -556,7 +556,7 @@ def test_real_ctrl_c_stops_the_sweep_and_the_rerun_resumes_from_the_checkpoint(t
     rerun = start_tool("sweep", *args)
     end = time.monotonic() + 120
     log = sweep_dir / "trial-000" / experiment.LOG
-    while "resum" not in log.read_text().lower():
+    while "resuming from" not in log.read_text():
         assert time.monotonic() < end and rerun.poll() is None, rerun.communicate()
         time.sleep(0.5)
     rerun.send_signal(signal.SIGTERM)
