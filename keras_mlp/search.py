@@ -97,6 +97,13 @@ class SearchPlan(experiment.Plan):
         return len(trials) - len(experiment.retried(study)) < self.num_trials
 
 
+def _last_value(trial):
+    if trial.value is not None:
+        return trial.value
+    values = trial.intermediate_values
+    return values[max(values)] if values else None
+
+
 def _row(trial):
     config, results = trial.user_attrs["config"], trial.user_attrs.get("results", {})
     return {
@@ -108,11 +115,13 @@ def _row(trial):
         "epochs": config["epochs"],
         "depth": len(config["hidden_units"]),
         "width": config["hidden_units"][0],
-        "dropout": config["dropout"][0],
-        "weight_decay": config["weight_decay"],
-        "lr_schedule": config["lr_schedule"],
-        "val_accuracy": results.get("val_accuracy"),
-        "epochs_run": results.get("epochs_run", 0),
+        # Trials of a study begun before these were searched have no such settings, and
+        # no recorded results: their value (or last report) stands in.
+        "dropout": config.get("dropout", [0.0])[0],
+        "weight_decay": config.get("weight_decay", 0.0),
+        "lr_schedule": config.get("lr_schedule", "constant"),
+        "val_accuracy": results.get("val_accuracy", _last_value(trial)),
+        "epochs_run": results.get("epochs_run", len(trial.intermediate_values)),
         "error": trial.user_attrs.get("error", ""),
     }
 

@@ -59,7 +59,8 @@ def _trial(flag_values, args):
     study = optuna.load_study(study_name="keras_mlp", storage=experiment.storage(database.parent))
     study.pruner = experiment.pruner(study.user_attrs["spec"])
     trial = study.trials[number]
-    config, group = RunConfig(**trial.user_attrs["config"]), trial.user_attrs["group"]
+    config = RunConfig(**trial.user_attrs["config"])
+    group = trial.user_attrs.get("group", experiment.trial_folder(number))
     callbacks = []
     if args[2:]:
         config, group = best_config(config, database.parent), "best, retrained (test split)"
