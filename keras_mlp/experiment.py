@@ -259,8 +259,9 @@ def _record(study, number, returncode, timed_out, timeout):
     trial = study.trials[number]
     model_dir = trial.user_attrs["config"]["model_dir"]
     status, error, results = status_of(returncode, timed_out), "", {}
-    if status == "stopped":
-        return status  # still running, as far as the study knows: the rerun resumes it
+    if status == "stopped":  # still running, as far as the study knows: the rerun resumes it
+        end_session(model_dir, status)  # (and removes this status when it does: `launch`)
+        return status
     if timed_out:
         error = f"timed out after {timeout:g}s"
     elif status in ("failed", "diverged"):
