@@ -80,9 +80,10 @@ def config_from_flags(flag_values, **overrides):
 
 
 def as_flags(message):
-    """Library messages name arguments (`batch_size=33`); users typed flags (`--batch_size=33`)."""
+    """Library messages name arguments (`batch_size=33`); users typed flags (`--batch_size=33`).
+    A name inside a path or a value (`runs/seed=1`, `model_dir=seed=1`) is left as it is."""
     names = "|".join(field.name for field in dataclasses.fields(RunConfig))
-    return re.sub(rf"(?<![\w-])({names})(?==)", r"--\1", message)
+    return re.sub(rf"(?<![\w\-/=.])({names})(?==)", r"--\1", message)
 
 
 def _error(message, status):

@@ -86,7 +86,7 @@ def _completed(model_dir, verbose, chief=True):
     )
 
 
-def run_callbacks(config, data, model_dir, chief):
+def run_callbacks(config, data, model_dir, chief, session_group=None):
     """The callbacks a config asks for: TensorBoard always (written by the chief), early
     stopping, and reducing the learning rate on a plateau of the validation loss."""
     callbacks = [
@@ -95,6 +95,7 @@ def run_callbacks(config, data, model_dir, chief):
             data,
             config.to_dict(),
             hparams=config.hyperparameters(),
+            session_group=session_group,
             log_every_steps=config.log_every_steps,
             histogram_freq=config.histogram_freq,
             profile_steps=config.profile_steps,
@@ -213,10 +214,11 @@ def _describe(config, data, model, strategy, model_dir):
     )
 
 
-def train(config, *, callbacks=(), verbose=True):
+def train(config, *, callbacks=(), verbose=True, session_group=None):
     """Runs the training described by `config`; returns a `RunResult`.
 
-    `callbacks` (Keras callbacks) run after the run's own. Everything that can
+    `callbacks` (Keras callbacks) run after the run's own. `session_group` makes the
+    run a trial of a sweep or search (`summaries.TensorBoardLogger`). Everything that can
     be checked is checked before the model_dir is touched, so a bad request
     leaves no trace there; while the run writes, it owns the model_dir (see
     `run_dir.claim`). In a cluster only the chief decides what happens to the
@@ -229,7 +231,8 @@ def train(config, *, callbacks=(), verbose=True):
         if status == run_dir.COMPLETE:
             return _completed(model_dir, verbose)
     configure_process(config)
-    with _Start(config, make_strategy(config), model_dir, callbacks, verbose) as start:
+    start = _Start(config, make_strategy(config), model_dir, callbacks, verbose, session_group)
+    with start:
         if start.status == run_dir.COMPLETE:  # finished before, or by another run meanwhile
             return _completed(model_dir, verbose, start.chief)
         strategy, data, model, trainer = start.strategy, start.data, start.model, start.trainer
@@ -264,14 +267,15 @@ class _Start(contextlib.AbstractContextManager):
 
     _READY, _COMPLETE, _FAILED = 0, 1, 2
 
-    def __init__(self, config, strategy, model_dir, callbacks, verbose):
+    def __init__(self, config, strategy, model_dir, callbacks, verbose, session_group=None):
         self.strategy, self.chief = strategy, is_chief(strategy)
         self.status = None
         self._stack = contextlib.ExitStack()
         failure = None
         try:
             _, self.data, self.model = build(config, strategy)
-            every_callback = [*run_callbacks(config, self.data, model_dir, self.chief), *callbacks]
+            own = run_callbacks(config, self.data, model_dir, self.chief, session_group)
+            every_callback = [*own, *callbacks]
             self.trainer = make_trainer(config, strategy, model_dir, every_callback, verbose)
             self.trainer.check(self.model, self.data)
             if self.chief:

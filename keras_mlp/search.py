@@ -3,33 +3,33 @@ beyond the chapter: dropout, weight decay and the learning-rate schedule.
 
 Optuna's TPE sampler proposes configurations and its Hyperband pruner stops
 the unpromising ones early from their per-epoch validation accuracy. Every
-trial is an ordinary run (`trial-NNN/`, with TensorBoard logs and an HParams
-session); selection uses a validation split held out from the training set.
-The best configuration is then retrained on the whole training set and its
-test accuracy measured once.
+trial is an ordinary run in its own process (`trial-NNN/`, with TensorBoard logs
+and an HParams session); selection uses a validation split held out from the
+training set. The best configuration is then retrained on the whole training
+set (`best/`) and its test accuracy measured once.
 
     keras-mlp-search --flagfile=configs/search.flags --data_dir=../shared/data/fashion-mnist
 
 Every training flag sets the base configuration; the search's own flags are
-listed first in --help. Rerunning with the same --search_dir continues the study.
+listed first in --help. Rerunning with the same --search_dir continues the study
+(the sweep's rules: keras_mlp.experiment): finished trials are kept, a stopped
+one resumes from its checkpoint, a failed one is reported or, with
+--retry_failed, run again; a larger --trials adds trials.
 """
 
 import dataclasses
+import json
 import sys
 from pathlib import Path
 
-import keras
 import optuna
 from absl import flags
-from matplotlib.figure import Figure
+from tensorboard.plugins.hparams import summary_v2 as hp
 
-from keras_mlp import cli, run_dir
-from keras_mlp.config import HYPERPARAMETERS, RunConfig
+from keras_mlp import cli, experiment, hparams, plots
 from keras_mlp.errors import UserError
 from keras_mlp.names import LR_SCHEDULES
-from keras_mlp.reporting import print_table, save_figure, write_csv, write_json
-from keras_mlp.run import train
-from keras_mlp.summaries import write_hparams_experiment
+from keras_mlp.reporting import print_table, write_csv, write_json
 
 # Learning-rate ranges per optimizer: SGD and Adam live at different scales.
 LEARNING_RATES = {"sgd": (0.01, 0.5), "adam": (1e-4, 3e-3)}
@@ -76,84 +76,54 @@ def suggest_config(trial, base, max_epochs, widths, optimizers):
     )
 
 
-class OptunaPruning(keras.callbacks.Callback):
-    """Reports each epoch's validation accuracy to an Optuna trial and stops the
-    run with `optuna.TrialPruned` when the pruner says so."""
+class SearchPlan(experiment.Plan):
+    """Each new trial: the sampler's proposal, until the study holds `num_trials`
+    (failed trials that were retried count once)."""
 
-    def __init__(self, trial):
-        super().__init__()
-        self.trial = trial
+    def __init__(self, folder, base, num_trials, max_epochs, widths, optimizers):
+        self.folder, self.base, self.num_trials = Path(folder), base, num_trials
+        self.max_epochs, self.widths, self.optimizers = max_epochs, list(widths), list(optimizers)
 
-    def on_epoch_end(self, epoch, logs=None):
-        self.trial.report(logs["val_accuracy"], epoch + 1)
-        if self.trial.should_prune():
-            raise optuna.TrialPruned()
+    def configure(self, trial):
+        config = suggest_config(trial, self.base, self.max_epochs, self.widths, self.optimizers)
+        folder = experiment.trial_folder(trial.number)
+        config = dataclasses.replace(config, model_dir=str(self.folder / folder))
+        experiment.set_config(trial, config, folder)
+
+    def wanted(self, study):
+        trials = study.get_trials(deepcopy=False)
+        if any(t.state == experiment.TrialState.WAITING for t in trials):
+            return True
+        return len(trials) - len(experiment.retried(study)) < self.num_trials
 
 
 def _last_value(trial):
-    """The final value of a finished trial, or the last epoch reported by a pruned one."""
     if trial.value is not None:
         return trial.value
     values = trial.intermediate_values
-    return values[max(values)] if values else 0.0
+    return values[max(values)] if values else None
 
 
-def _row(trial, config):
+def _row(trial):
+    config, results = trial.user_attrs["config"], trial.user_attrs.get("results", {})
     return {
-        "trial": f"trial-{trial.number:03d}",
-        "status": {
-            optuna.trial.TrialState.COMPLETE: "done",
-            optuna.trial.TrialState.PRUNED: "pruned",
-        }.get(trial.state, trial.state.name.lower()),
+        "trial": experiment.trial_folder(trial.number),
+        "number": trial.number,
+        "status": experiment.status(trial),
         "optimizer": config["optimizer"],
-        "learning_rate": f"{config['learning_rate']:.4g}",
+        "learning_rate": float(f"{config['learning_rate']:.4g}"),
         "epochs": config["epochs"],
         "depth": len(config["hidden_units"]),
         "width": config["hidden_units"][0],
-        # Trials of a study begun before these were searched have no such settings.
+        # Trials of a study begun before these were searched have no such settings, and
+        # no recorded results: their value (or last report) stands in.
         "dropout": config.get("dropout", [0.0])[0],
         "weight_decay": config.get("weight_decay", 0.0),
         "lr_schedule": config.get("lr_schedule", "constant"),
-        "val_accuracy": _last_value(trial),
-        "epochs_run": len(trial.intermediate_values),
+        "val_accuracy": results.get("val_accuracy", _last_value(trial)),
+        "epochs_run": results.get("epochs_run", len(trial.intermediate_values)),
+        "error": trial.user_attrs.get("error", ""),
     }
-
-
-def _replacing_another_best(config):
-    """`config`, set to overwrite the retrain of an earlier best configuration (a
-    continued study can find a new best) that its model_dir holds."""
-    try:
-        run_dir.inspect(config.model_dir, config)
-    except UserError:
-        return dataclasses.replace(config, overwrite=True)
-    return config
-
-
-def _open_study(search_dir, max_epochs, seed):
-    """The stored study in `search_dir` (new or continued): TPE sampling, Hyperband pruning."""
-    study = optuna.create_study(
-        study_name="keras_mlp",
-        storage=f"sqlite:///{search_dir / 'study.db'}",
-        load_if_exists=True,
-        direction="maximize",
-        pruner=optuna.pruners.HyperbandPruner(
-            min_resource=1, max_resource=max_epochs, reduction_factor=3
-        ),
-    )
-    # A continued study draws on from where it stopped, not the first proposals again.
-    study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials))
-    return study
-
-
-def _retrain_best(study, search_dir):
-    """The best trial's config retrained on the whole training set: `(config, test accuracy)`."""
-    saved = study.best_trial.user_attrs["config"]
-    config = dataclasses.replace(
-        RunConfig(**saved), validation_split=0.0, model_dir=str(search_dir / "best")
-    )
-    keras.backend.clear_session()
-    history = train(_replacing_another_best(config), verbose=False).history
-    return config, history["val_accuracy"][-1]
 
 
 def _print_report(rows, best, test_accuracy):
@@ -162,10 +132,19 @@ def _print_report(rows, best, test_accuracy):
     print_table(
         "search trials, best first (val_accuracy on the held-out split, at the last epoch run):",
         [*columns, "val_accuracy"],
-        [[*(r[c] for c in columns), f"{r['val_accuracy']:.4f}"] for r in rows],
+        [[*(r[c] for c in columns), _shown(r["val_accuracy"])] for r in rows],
     )
-    print(f"\nbest: trial-{best.number:03d} {best.params}, validation accuracy {best.value:.4f}")
-    print(f"retrained on the whole training set: test accuracy {test_accuracy:.4f}")
+    for r in rows:
+        if r["status"] in ("failed", "diverged"):
+            print(f"{r['status']}: {r['trial']}: {r['error']}")
+    if best:
+        print(f"\nbest: {best['trial']}, validation accuracy {best['val_accuracy']:.4f}")
+    if test_accuracy is not None:
+        print(f"retrained on the whole training set: test accuracy {test_accuracy:.4f}")
+
+
+def _shown(value):
+    return "-" if value is None else f"{value:.4f}"
 
 
 def _check_base(base, max_epochs):
@@ -186,6 +165,59 @@ def _check_base(base, max_epochs):
         )
 
 
+def write_experiment(folder, base, max_epochs, widths, optimizers):
+    """The HParams experiment at the search's root: the searched columns first, typed."""
+    columns = {k: [v] for k, v in hparams.session_values(base.hyperparameters()).items()}
+    columns.pop("hidden_units", None)  # every proposal has equally wide layers
+    low = min(LEARNING_RATES[o][0] for o in optimizers)
+    high = max(LEARNING_RATES[o][1] for o in optimizers)
+    searched = {
+        "optimizer": list(optimizers),
+        "learning_rate": hp.RealInterval(low, high),
+        "epochs": hp.IntInterval(min_epochs(max_epochs), max_epochs),
+        "depth": hp.IntInterval(1, 3),
+        "width": list(widths),
+        "dropout": hp.RealInterval(0.0, MAX_DROPOUT),
+        "weight_decay": list(WEIGHT_DECAYS),
+        "lr_schedule": list(LR_SCHEDULES),
+    }
+    columns.update(searched)
+    for old in Path(folder).glob("events.out.tfevents.*.experiment"):
+        old.unlink()
+    summary = hparams.experiment_summary(columns, set(searched))
+    hparams.write_summary(folder, summary, ".experiment")
+
+
+def _report_trial(trial):
+    results = trial.user_attrs.get("results", {})
+    accuracy = results.get("val_accuracy")
+    shown = (
+        f", val_accuracy {accuracy:.4f} after {results['epochs_run']} epochs" if accuracy else ""
+    )
+    error = trial.user_attrs.get("error")
+    print(
+        f"{experiment.trial_folder(trial.number)}: {experiment.status(trial)}{shown}"
+        f"{': ' + error if error else ''}",
+        flush=True,
+    )
+
+
+def _retrain_best(folder, best):
+    """The best trial's config retrained on the whole training set in best/; returns its
+    test accuracy."""
+    returncode = experiment.run_process(
+        folder, best.number, folder / experiment.BEST, [experiment.BEST]
+    )
+    if returncode != 0:
+        error = experiment.last_error(folder / experiment.BEST, returncode)
+        raise UserError(
+            f"retraining the best configuration in {folder / experiment.BEST} failed: {error}"
+        )
+    return json.loads((folder / experiment.BEST / "metrics.json").read_text())["final"][
+        "val_accuracy"
+    ]
+
+
 def run_search(
     search_dir,
     base,
@@ -195,65 +227,70 @@ def run_search(
     optimizers=("sgd", "adam"),
     seed=0,
     verbose=True,
+    **options,
 ):
-    """Runs the search (resuming a stored study), retrains the best configuration on the
-    whole training set and measures its test accuracy once; returns the report."""
+    """Runs the search (continuing a stored study), retrains the best configuration on
+    the whole training set and measures its test accuracy once; returns the report.
+    Options: `parallel`, `timeout`, `retry_failed`."""
     _check_base(base, max_epochs)
     search_dir = Path(search_dir)
-    search_dir.mkdir(parents=True, exist_ok=True)
-    write_hparams_experiment(search_dir, HYPERPARAMETERS)
-    study = _open_study(search_dir, max_epochs, seed)
-
-    def objective(trial):
-        config = suggest_config(trial, base, max_epochs, list(widths), list(optimizers))
-        config = dataclasses.replace(
-            config, model_dir=str(search_dir / f"trial-{trial.number:03d}")
+    spec = {
+        "tool": "search",
+        "max_epochs": max_epochs,
+        "widths": list(widths),
+        "optimizers": list(optimizers),
+        "seed": seed,
+        "base": base.hyperparameters(),
+    }
+    plan = SearchPlan(search_dir, base, num_trials, max_epochs, widths, optimizers)
+    with experiment.locked(search_dir):
+        study = experiment.open_study(search_dir, spec, pruner=experiment.pruner(spec))
+        # A continued study draws on from where it stopped, not the first proposals again.
+        study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials))
+        write_experiment(search_dir, base, max_epochs, widths, optimizers)
+        if options.get("retry_failed"):
+            experiment.enqueue_retries(study)
+        runner = experiment.Runner(
+            search_dir,
+            study,
+            plan,
+            options.get("parallel", 1),
+            options.get("timeout", 3600.0),
+            _report_trial if verbose else lambda t: None,
         )
-        trial.set_user_attr("config", config.to_dict())
-        keras.backend.clear_session()
-        result = train(config, callbacks=[OptunaPruning(trial)], verbose=False)
-        return result.history["val_accuracy"][-1]
-
-    finished = sum(t.state.is_finished() for t in study.trials)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study.optimize(objective, n_trials=max(num_trials - finished, 0), show_progress_bar=verbose)
-    rows = sorted(
-        (_row(t, t.user_attrs["config"]) for t in study.trials if t.user_attrs.get("config")),
-        key=lambda r: -r["val_accuracy"],
-    )
-    best_config, test_accuracy = _retrain_best(study, search_dir)
+        try:
+            runner.run()
+        finally:
+            rows = _write_rows(search_dir, study)
+        done = [r for r in rows if r["status"] == "done"]
+        if not done:
+            raise UserError(f"no trial of the search in {search_dir} finished; see results.csv")
+        best = max(done, key=lambda r: r["val_accuracy"])
+        test_accuracy = _retrain_best(search_dir, study.trials[best["number"]])
     report = {
-        "best_trial": study.best_trial.number,
-        "best_validation_accuracy": study.best_trial.value,
-        "best_config": best_config.to_dict(),
+        "best_trial": best["number"],
+        "best_validation_accuracy": best["val_accuracy"],
+        "best_config": json.loads((search_dir / experiment.BEST / "run_config.json").read_text()),
         "test_accuracy": test_accuracy,
         "trials": rows,
     }
     write_json(search_dir / "best.json", report)
-    write_csv(search_dir / "results.csv", rows, list(rows[0]))
-    _plot(search_dir / "results.png", rows)
+    plots.plot_search(search_dir / "results.png", rows, best, test_accuracy)
     if verbose:
-        _print_report(rows, study.best_trial, test_accuracy)
+        _print_report(rows, best, test_accuracy)
     return report
 
 
-def _plot(path, rows):
-    fig = Figure(figsize=(6, 3.5))
-    ax = fig.subplots()
-    for status, marker in (("done", "o"), ("pruned", "x")):
-        part = [r for r in rows if r["status"] == status]
-        ax.scatter(
-            [int(r["trial"][6:]) for r in part],
-            [r["val_accuracy"] for r in part],
-            marker=marker,
-            label=status,
-        )
-    ax.set_xlabel("trial")
-    ax.set_ylabel("validation accuracy (last epoch run)")
-    ax.legend()
-    ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    save_figure(fig, path, dpi=110)
+def _write_rows(search_dir, study):
+    """results.csv and results.png from the study, best first (also for a stopped search)."""
+    rows = sorted(
+        (_row(t) for t in study.trials if t.user_attrs.get("config")),
+        key=lambda r: -(r["val_accuracy"] if r["val_accuracy"] is not None else -1.0),
+    )
+    if rows:
+        write_csv(search_dir / "results.csv", rows, [k for k in rows[0] if k != "number"])
+        plots.plot_search(search_dir / "results.png", rows)
+    return rows
 
 
 def define_flags(flag_values):
@@ -275,13 +312,13 @@ def define_flags(flag_values):
         "widths", ["128", "256", "512", "1024"], "Hidden widths to choose from.", **kw
     )
     flags.DEFINE_list("optimizers", ["sgd", "adam"], "Optimizers to choose from (sgd, adam).", **kw)
+    experiment.define_flags(flag_values)
     cli.define_run_flags(flag_values)
 
 
 def _search(flag_values, args):
     cli.no_positional(args)
-    if not flag_values.search_dir:
-        raise UserError("--search_dir is required")
+    experiment.check_flags(flag_values, "search_dir")
     if flag_values.trials < 1 or flag_values.max_epochs < 1:
         raise UserError("--trials and --max_epochs must be positive integers")
     if not flag_values.optimizers or not set(flag_values.optimizers) <= set(LEARNING_RATES):
@@ -289,7 +326,6 @@ def _search(flag_values, args):
             f"--optimizers takes sgd and/or adam. Received: {','.join(flag_values.optimizers)}"
         )
     widths = cli.positive_int_list("--widths", flag_values.widths)
-    cli.quiet_tensorflow()
     run_search(
         flag_values.search_dir,
         cli.config_from_flags(flag_values),
@@ -298,6 +334,9 @@ def _search(flag_values, args):
         widths,
         tuple(flag_values.optimizers),
         flag_values.seed,
+        parallel=flag_values.parallel,
+        timeout=flag_values.trial_timeout,
+        retry_failed=flag_values.retry_failed,
     )
 
 

@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from tensorboard.plugins.hparams import api as hp
 
 from keras_mlp import data as data_lib
+from keras_mlp import hparams as hparams_lib
 from keras_mlp.callbacks import Callback, steps_to_multiple
 from keras_mlp.training import compute_loss
 
@@ -30,32 +31,16 @@ SCALARS = {
     "val_accuracy": ("validation", "epoch_accuracy"),
 }
 
-# The metrics that the HParams dashboard shows for every run (and sweep).
-HPARAMS_METRICS = [
-    hp.Metric("epoch_accuracy", group="validation", display_name="val_accuracy"),
-    hp.Metric("epoch_loss", group="validation", display_name="val_loss"),
-    hp.Metric("epoch_loss", group="train", display_name="train_loss"),
-    hp.Metric("epoch_seconds", group="train", display_name="epoch_seconds"),
-]
-
-
-def hparams_values(config):
-    """A run config as HParams values (bool, int, float or str only)."""
-    return {
-        key: value if isinstance(value, (bool, int, float, str)) else json.dumps(value)
-        for key, value in config.items()
-        if value is not None
-    }
-
 
 def write_hparams_experiment(directory, names):
-    """The HParams experiment (columns `names`, the declared metrics) at `directory`.
+    """The HParams experiment of a run of its own at `directory`: columns `names` (no
+    domain: other runs in the same tree may take other values), the metrics.
 
-    TensorBoard takes one experiment per log tree, the first it finds: every run, sweep
-    and search therefore declares the same columns (`config.HYPERPARAMETERS`), so that
-    whichever it picks describes them all."""
+    TensorBoard takes one experiment per log tree, the first it finds; a sweep or search
+    writes its own (typed, the swept hyperparameters first) at its root, and its trials
+    write none."""
     with tf.summary.create_file_writer(str(directory)).as_default():
-        hp.hparams_config(hparams=[hp.HParam(name) for name in names], metrics=HPARAMS_METRICS)
+        hp.hparams_config(hparams=[hp.HParam(name) for name in names], metrics=hparams_lib.METRICS)
 
 
 def figure_png(fig):
@@ -158,7 +143,13 @@ class TensorBoardLogger(Callback):
         run_config: A dict recorded as text (and as HParams without `hparams`).
             Defaults to `{}`.
         hparams: The dict of hyperparameters the HParams dashboard shows (a run's
-            `RunConfig.hyperparameters()`). Defaults to `run_config`.
+            `RunConfig.hyperparameters()`), typed by `hparams.session_values`.
+            Defaults to `run_config`.
+        session_group: The HParams session group of a sweep's or search's trial (its
+            experiment, at the root, declares the columns, and it records how the
+            trial ended). `None`: a run of its own, which declares its own columns,
+            groups with the runs of equal hyperparameters, and ends `done` when it
+            finishes.
         log_every_steps: Log `batch_loss`, the mean over the last N steps. `0`: off.
         histogram_freq: Every N epochs, histograms of each weight and its gradient.
         profile_steps: `(first, last)` global steps to trace with the profiler.
@@ -174,6 +165,7 @@ class TensorBoardLogger(Callback):
         run_config=None,
         *,
         hparams=None,
+        session_group=None,
         log_every_steps=0,
         histogram_freq=0,
         profile_steps=(),
@@ -184,6 +176,7 @@ class TensorBoardLogger(Callback):
         self.logs = Path(log_dir) if log_dir else None
         self.data, self.run_config = data, run_config or {}
         self.hparams = self.run_config if hparams is None else hparams
+        self.session_group = session_group
         self.log_every_steps, self.histogram_freq = log_every_steps, histogram_freq
         self.profile_first, self.profile_last = profile_steps or (0, 0)
         self.image_summaries, self.batch_size = image_summaries, batch_size
@@ -201,10 +194,11 @@ class TensorBoardLogger(Callback):
             return
         history = logs if logs and "loss" in logs else None  # a resumed run's history
         if not history:
-            write_hparams_experiment(self.logs, list(hparams_values(self.hparams)))
+            values = hparams_lib.session_values(self.hparams)
+            if self.session_group is None:
+                write_hparams_experiment(self.logs, list(values))
             with self._writer(".").as_default():
-                values = hparams_values(self.hparams)
-                hp.hparams(values)
+                hp.hparams(values, trial_id=self.session_group)
                 text = f"```\n{json.dumps(self.run_config, indent=2)}\n```"
                 tf.summary.text("config", text, step=0)
         else:
@@ -324,6 +318,12 @@ class TensorBoardLogger(Callback):
             )
             table = confusion_table(confusion, data.label_names)
             tf.summary.text("confusion_matrix_counts", table, step=step)
+
+    def on_train_end(self, logs=None):
+        if self.logs and self.session_group is None:  # a trial's end is its experiment's to say
+            with self._writer(".").as_default():
+                end = hparams_lib.session_end_summary("done")
+                tf.summary.experimental.write_raw_pb(end.SerializeToString(), step=0)
 
     def close(self):
         if self._profiling:

@@ -1,42 +1,39 @@
-r"""Grid sweeps over training flags: every trial an ordinary training run in its
-own folder of the sweep, so each has its TensorBoard logs and HParams session.
+r"""Grid sweeps over training flags: an Optuna study whose GridSampler walks the grid
+times the seeds, every trial an ordinary training run in its own folder
+(`trial-NNN/`; its values in the study, results.csv and its run_config.json).
 
     keras-mlp-sweep --sweep_dir=runs/width --grid=hidden_units=32,64,128 \
         -- --flagfile=configs/scratch.flags --data_dir=../shared/data/fashion-mnist
     keras-mlp-sweep --flagfile=configs/sweeps/width.flags -- --data_dir=...
 
 Flags after `--` go to every trial; `;` separates values that hold commas
-(`--grid=hidden_units=256;256,256`).
+(`--grid=hidden_units=256;256,256`). `--repeats=N` trains every grid point N
+times, with seeds seed..seed+N-1 (the trials' own --seed, default 0). Every grid
+point's training flags are checked before the first trial starts.
 
-`--repeats=N` trains every grid point N times, with seeds seed..seed+N-1 (the
-trials' own --seed, default 0), so that differences can be told from noise.
-
-Rerunning a sweep skips the trials that finished; a failed trial is recorded
-as failed and the sweep goes on. Results: `results.csv` (every run),
-`summary.csv` (each grid point's mean and standard deviation over its seeds), a
-summary printed best first, `results.png` (error bars: one standard deviation),
-and the HParams experiment at the sweep's root.
+Rerunning the same command continues: finished trials are kept, a trial that
+was stopped resumes from its checkpoint, a failed one is reported (with
+--retry_failed, run again). Ctrl-C or SIGTERM stops the sweep after the running
+trials have saved a checkpoint (exit 130 or 143). Results: `results.csv` (one row
+per trial: grid values, seed, status, results), `summary.csv` (each grid point's
+mean, standard deviation and number of finished seeds), `results.png`,
+`study.db`, and the HParams experiment at the sweep's root.
 """
 
 import dataclasses
 import itertools
-import json
 import re
-import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import optuna
 from absl import flags
-from matplotlib.figure import Figure
-from tqdm.auto import tqdm
 
-from keras_mlp import cli
-from keras_mlp.config import HYPERPARAMETERS, RunConfig
+from keras_mlp import cli, experiment, hparams, plots
+from keras_mlp.config import RunConfig
 from keras_mlp.errors import UserError
-from keras_mlp.reporting import print_table, save_figure, write_csv
-from keras_mlp.summaries import write_hparams_experiment
+from keras_mlp.reporting import print_table, write_csv
 
 RESULT_COLUMNS = (
     "status",
@@ -44,9 +41,17 @@ RESULT_COLUMNS = (
     "val_loss",
     "loss",
     "accuracy",
-    "epochs",
+    "epochs_run",
     "seconds",
     "error",
+)
+SUMMARY_COLUMNS = (
+    "n",
+    "runs",
+    "val_accuracy_mean",
+    "val_accuracy_std",
+    "val_loss_mean",
+    "val_loss_std",
 )
 
 # What a grid may sweep: every training flag (and whole flagfiles).
@@ -71,209 +76,228 @@ def parse_grid(specs):
         if name not in TRAINING_FLAGS:
             raise UserError(f"--grid names {name}, which is not a training flag")
         grid[name] = [v for v in values.split(";" if ";" in values else ",") if v]
+        if len(set(grid[name])) < len(grid[name]):
+            raise UserError(f"--grid={spec} names a value twice")
     if not grid:
         raise UserError("give at least one --grid=name=value1,value2")
     return grid
 
 
-def trial_name(params):
-    """A folder name for a trial: `hidden_units=256_256-learning_rate=0.1`."""
-    return "-".join(f"{k}={re.sub(r'[^A-Za-z0-9.]+', '_', v)}" for k, v in params.items())
+def training_config(train_args, what="the training flags"):
+    """The `RunConfig` that training flags describe, or a one-line error."""
+    flag_values = flags.FlagValues()
+    cli.define_run_flags(flag_values)
+    try:
+        cli.check_flagfiles(train_args, flag_values)
+        rest = flag_values(["train", *train_args])
+        cli.no_positional(rest[1:])
+        return cli.config_from_flags(flag_values, overwrite=False)
+    except (flags.Error, UserError) as e:
+        message = cli.as_flags(str(e).removeprefix("ERROR:: "))
+        raise UserError(f"{what}: {message}") from None
 
 
-def _run_trial(sweep_dir, params, train_args, timeout):
-    """Runs one trial (or finds it finished); returns its results row."""
-    name = trial_name(params)
-    model_dir = Path(sweep_dir) / name
-    row = {"trial": name, **params}
-    if not (model_dir / "metrics.json").exists():
-        command = [
-            sys.executable,
-            "-m",
-            "keras_mlp.train",
-            *train_args,
-            *(f"--{k}={v}" for k, v in params.items()),
-            f"--model_dir={model_dir}",
-        ]
-        try:
-            result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return {**row, "status": "failed", "error": f"timed out after {timeout:g}s"}
-        (Path(sweep_dir) / f"{name}.log").write_text(result.stdout + result.stderr)
-        if result.returncode != 0:
-            errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-            reason = errors[-1] if errors else f"exit status {result.returncode}"
-            return {**row, "status": "failed", "error": reason.removeprefix("error: ")}
-    metrics = json.loads((model_dir / "metrics.json").read_text())
-    history = metrics["history"]
-    return {
-        **row,
-        "status": "done",
-        **{key: metrics["final"][key] for key in ("val_accuracy", "val_loss", "loss", "accuracy")},
-        "epochs": len(history["loss"]),
-        "seconds": round(sum(history["epoch_seconds"]), 2),
-        "error": "",
-    }
+def label(point):
+    """A grid point as the HParams tab names its group: `hidden_units=64 lr=0.1`."""
+    return " ".join(f"{k}={v}" for k, v in point.items())
 
 
-def run_sweep(sweep_dir, grid, train_args, parallel=1, timeout=3600, verbose=True, seeds=None):
-    """Runs every combination of `grid` (once per seed in `seeds`, when given); returns
-    the summary rows (one per grid point, best mean first)."""
-    sweep_dir = Path(sweep_dir)
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    write_hparams_experiment(sweep_dir, HYPERPARAMETERS)
-    points = [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
-    trials = [{**p, "seed": str(seed)} for p in points for seed in seeds] if seeds else points
-    rows = []
-    with (
-        ThreadPoolExecutor(max_workers=parallel) as pool,
-        tqdm(
-            total=len(trials), desc="trials", unit="trial", disable=None if verbose else True
-        ) as bar,
-    ):
-        futures = [pool.submit(_run_trial, sweep_dir, t, train_args, timeout) for t in trials]
-        for future in futures:
-            rows.append(future.result())
-            bar.update(1)
-    rows.sort(key=lambda r: (r["status"] != "done", -float(r.get("val_accuracy") or 0)))
-    keys = list(grid)
-    summary = summarize(rows, keys)
-    write_csv(sweep_dir / "results.csv", rows, ["trial", *trials[0], *RESULT_COLUMNS])
-    write_csv(sweep_dir / "summary.csv", summary, [*keys, *SUMMARY_COLUMNS])
-    plot_results(sweep_dir / "results.png", summary, keys)
-    if verbose:
-        print_summary(summary, keys, rows)
-    return summary
+def grid_configs(grid, train_args):
+    """Every grid point's `RunConfig` (all checked before any trial starts), in grid order."""
+    configs = {}
+    for values in itertools.product(*grid.values()):
+        point = dict(zip(grid, values, strict=True))
+        flag_args = [f"--{k}={v}" for k, v in point.items()]
+        config = training_config([*train_args, *flag_args], f"--grid point {' '.join(flag_args)}")
+        for other, seen in configs.items():
+            if seen == config:
+                first = " ".join(f"--{k}={v}" for k, v in zip(grid, other, strict=True))
+                raise UserError(
+                    f"--grid points {first} and {' '.join(flag_args)} are the same run; "
+                    "give each value once"
+                )
+        configs[values] = config
+    return configs
 
 
-SUMMARY_COLUMNS = (
-    "runs",
-    "done",
-    "val_accuracy_mean",
-    "val_accuracy_std",
-    "val_loss_mean",
-    "val_loss_std",
-)
+def seeds_of(grid, repeats, base):
+    """The seeds every grid point runs with: a swept --seed, or --repeats from --seed."""
+    if "seed" not in grid:
+        return list(range(base.seed, base.seed + repeats))
+    if repeats > 1:
+        raise UserError("--repeats chooses the seeds: do not sweep --seed as well")
+    seeds = grid.pop("seed")
+    if not all(s.isdigit() for s in seeds):
+        raise UserError(f"--grid=seed={','.join(seeds)} must be non-negative integers")
+    if not grid:
+        raise UserError("--grid sweeps only --seed: give a flag to sweep over the seeds")
+    return [int(s) for s in seeds]
 
 
-def summarize(rows, keys):
-    """One row per grid point: how many runs, how many finished, and the mean and
-    (sample) standard deviation of their validation accuracy and loss; best mean first."""
-    groups = {}
-    for row in rows:
-        groups.setdefault(tuple(row[k] for k in keys), []).append(row)
+class _GridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid sampler, for a study driven by ask and tell: its `after_trial` calls
+    `study.stop()` once the grid is covered, which only `study.optimize` allows (the
+    engine stops asking by itself: `GridPlan.wanted`)."""
+
+    def after_trial(self, study, trial, state, values):
+        pass
+
+
+class GridPlan(experiment.Plan):
+    """Each new trial: the GridSampler's next grid point and seed."""
+
+    def __init__(self, folder, grid, seeds, configs):
+        self.folder, self.grid, self.seeds, self.configs = Path(folder), grid, seeds, configs
+
+    def sampler(self):
+        return _GridSampler({**self.grid, "seed": self.seeds}, seed=0)
+
+    def configure(self, trial):
+        values = tuple(trial.suggest_categorical(k, v) for k, v in self.grid.items())
+        seed = trial.suggest_categorical("seed", self.seeds)
+        config = dataclasses.replace(
+            self.configs[values],
+            seed=seed,
+            model_dir=str(self.folder / experiment.trial_folder(trial.number)),
+        )
+        experiment.set_config(trial, config, label(dict(zip(self.grid, values, strict=True))))
+
+    def wanted(self, study):
+        trials = study.get_trials(deepcopy=False)
+        if any(t.state == experiment.TrialState.WAITING for t in trials):
+            return True  # retries of failed trials
+        sampled = {t.system_attrs["grid_id"] for t in trials if "grid_id" in t.system_attrs}
+        return len(sampled) < len(self.configs) * len(self.seeds)
+
+
+def write_experiment(folder, grid, configs, seeds):
+    """The HParams experiment at the sweep's root: every column the trials' sessions
+    have, typed, the swept ones first."""
+    columns, swept = {}, set()
+    for config in configs.values():
+        for name, value in hparams.session_values(config.hyperparameters()).items():
+            columns.setdefault(name, set()).add(value)
+    swept = {name for name, values in columns.items() if len(values) > 1}
+    for old in Path(folder).glob("events.out.tfevents.*.experiment"):
+        old.unlink()
+    hparams.write_summary(folder, hparams.experiment_summary(columns, swept), ".experiment")
+
+
+def rows(study, keys):
+    """One row per trial: its number, grid values, seed, status and results."""
+    table = []
+    for trial in study.trials:
+        if trial.state == experiment.TrialState.WAITING:
+            continue
+        table.append(
+            {
+                "trial": experiment.trial_folder(trial.number),
+                **{k: trial.params.get(k, "") for k in (*keys, "seed")},
+                "status": experiment.status(trial),
+                **trial.user_attrs.get("results", {}),
+                "error": trial.user_attrs.get("error", ""),
+            }
+        )
+    return table
+
+
+def summarize(table, keys, points):
+    """One row per grid point, in grid order: finished seeds `n`, seeds tried `runs`
+    (a retried failure counts once), and mean and sample standard deviation of the
+    validation accuracy and loss over the finished ones."""
+    latest = {}
+    for row in table:  # trial order: a retry comes after the trial it retries
+        latest[(*(row[k] for k in keys), row["seed"])] = row
     summary = []
-    for point, runs in groups.items():
+    for point in points:
+        runs = [r for at, r in latest.items() if at[:-1] == point]
         done = [r for r in runs if r["status"] == "done"]
-        entry = {**dict(zip(keys, point, strict=True)), "runs": len(runs), "done": len(done)}
+        entry = {**dict(zip(keys, point, strict=True)), "n": len(done), "runs": len(runs)}
         for metric in ("val_accuracy", "val_loss"):
             values = np.array([r[metric] for r in done], dtype=float)
             entry[f"{metric}_mean"] = float(values.mean()) if len(values) else None
-            entry[f"{metric}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+            entry[f"{metric}_std"] = float(values.std(ddof=1)) if len(values) > 1 else None
         summary.append(entry)
-    summary.sort(key=lambda e: -(e["val_accuracy_mean"] if e["done"] else -1.0))
     return summary
 
 
 def _mean_std(entry, metric):
-    if not entry["done"]:
+    if not entry["n"]:
         return "-"
     mean, std = entry[f"{metric}_mean"], entry[f"{metric}_std"]
-    return f"{mean:.4f} ± {std:.4f}" if entry["runs"] > 1 else f"{mean:.4f}"
+    return f"{mean:.4f} ± {std:.4f}" if std is not None else f"{mean:.4f}"
 
 
-def print_summary(summary, keys, rows):
-    table = [
-        [
-            *(e[k] for k in keys),
-            f"{e['done']}/{e['runs']}",
-            _mean_std(e, "val_accuracy"),
-            _mean_std(e, "val_loss"),
-        ]
-        for e in summary
-    ]
+def print_summary(summary, keys, table):
+    best_first = sorted(summary, key=lambda e: -(e["val_accuracy_mean"] or -1.0))
     print_table(
-        "sweep results, best first (mean ± standard deviation over seeds):",
-        [*keys, "done", "val_acc", "val_loss"],
-        table,
+        "sweep results, best first (mean ± sample standard deviation over n seeds):",
+        [*keys, "n", "val_acc", "val_loss"],
+        [
+            [*(e[k] for k in keys), f"{e['n']}/{e['runs']}"]
+            + [_mean_std(e, "val_accuracy"), _mean_std(e, "val_loss")]
+            for e in best_first
+        ],
     )
-    for r in rows:
-        if r["status"] == "failed":
-            print(f"failed: {r['trial']}: {r['error']}")
+    for r in table:
+        if r["status"] in ("failed", "diverged"):
+            print(f"{r['status']}: {r['trial']} ({label({k: r[k] for k in keys})}): {r['error']}")
 
 
-def _axis_values(values):
-    """Sorted distinct values, numerically when they all are numbers."""
-    distinct = list(dict.fromkeys(values))
-    try:
-        return sorted(distinct, key=float)
-    except ValueError:
-        return distinct
-
-
-def plot_results(path, summary, keys):
-    """Mean validation accuracy against the swept value with one-std error bars (one
-    key), a heatmap annotated mean ± std (two keys), or a bar per grid point (more)."""
-    done = [e for e in summary if e["done"]]
-    if not done:
-        return
-    if len(keys) == 1:
-        fig = _line_plot(done, keys[0])
-    elif len(keys) == 2:
-        fig = _heatmap(done, keys)
-    else:
-        fig = Figure(figsize=(6, 0.3 * len(done) + 1.5))
-        ax = fig.subplots()
-        labels = [", ".join(f"{k}={e[k]}" for k in keys) for e in done][::-1]
-        means = [e["val_accuracy_mean"] for e in done][::-1]
-        ax.barh(labels, means, xerr=[e["val_accuracy_std"] for e in done][::-1])
-        ax.set_xlabel("validation accuracy")
-    fig.tight_layout()
-    save_figure(fig, path, dpi=110)
-
-
-def _line_plot(done, key):
-    xs = _axis_values([e[key] for e in done])
-    by_value = {e[key]: e for e in done}
-    fig = Figure(figsize=(6, 3.5))
-    ax = fig.subplots()
-    ax.errorbar(
-        range(len(xs)),
-        [by_value[x]["val_accuracy_mean"] for x in xs],
-        yerr=[by_value[x]["val_accuracy_std"] for x in xs],
-        fmt="o-",
-        capsize=4,
-    )
-    ax.set_xticks(range(len(xs)), xs, rotation=30)
-    ax.set_xlabel(key)
-    ax.set_ylabel("validation accuracy")
-    ax.grid(True, alpha=0.3)
-    return fig
-
-
-def _heatmap(done, keys):
-    rows_axis, cols_axis = (_axis_values([e[k] for e in done]) for k in keys)
-    means = np.full((len(rows_axis), len(cols_axis)), np.nan)
-    labels = {}
-    for e in done:
-        at = rows_axis.index(e[keys[0]]), cols_axis.index(e[keys[1]])
-        means[at] = e["val_accuracy_mean"]
-        labels[at] = f"{e['val_accuracy_mean']:.3f}" + (
-            f"\n±{e['val_accuracy_std']:.3f}" if e["runs"] > 1 else ""
+def report_trial(keys):
+    def report(trial):
+        results = trial.user_attrs.get("results", {})
+        accuracy = results.get("val_accuracy")
+        shown = f", val_accuracy {accuracy:.4f}" if accuracy is not None else ""
+        error = trial.user_attrs.get("error")
+        point = label({k: trial.params.get(k) for k in (*keys, "seed")})
+        print(
+            f"{experiment.trial_folder(trial.number)} {point}: {experiment.status(trial)}"
+            f"{shown}{': ' + error if error else ''}",
+            flush=True,
         )
-    fig = Figure(figsize=(1.3 * len(cols_axis) + 2.5, 0.7 * len(rows_axis) + 2))
-    ax = fig.subplots()
-    image = ax.imshow(means, cmap="viridis", aspect="auto")
-    middle = np.nanmin(means) + (np.nanmax(means) - np.nanmin(means)) / 2
-    for (i, j), text in labels.items():  # dark text on the bright (viridis: high) cells
-        color = "black" if means[i, j] > middle else "white"
-        ax.text(j, i, text, ha="center", va="center", fontsize=7, color=color)
-    ax.set_xticks(range(len(cols_axis)), cols_axis, rotation=30)
-    ax.set_yticks(range(len(rows_axis)), rows_axis)
-    ax.set_xlabel(keys[1])
-    ax.set_ylabel(keys[0])
-    fig.colorbar(image, label="validation accuracy (mean)")
-    return fig
+
+    return report
+
+
+def run_sweep(sweep_dir, grid, train_args, parallel=1, timeout=3600, verbose=True, **options):
+    """Runs (or continues) the sweep of every grid point times its seeds; returns the
+    summary (one row per grid point, in grid order). Options: `repeats`, `retry_failed`."""
+    grid = {k: list(v) for k, v in grid.items()}
+    base = training_config(train_args)
+    seeds = seeds_of(grid, options.get("repeats", 1), base)
+    configs = grid_configs(grid, train_args)
+    sweep_dir = Path(sweep_dir)
+    plan = GridPlan(sweep_dir, grid, seeds, configs)
+    spec = {"tool": "sweep", "grid": grid, "seeds": seeds, "base": base.hyperparameters()}
+    with experiment.locked(sweep_dir):
+        study = experiment.open_study(sweep_dir, spec, plan.sampler())
+        write_experiment(sweep_dir, grid, configs, seeds)
+        if options.get("retry_failed"):
+            experiment.enqueue_retries(study)
+        runner = experiment.Runner(
+            sweep_dir, study, plan, parallel, timeout, report_trial(grid) if verbose else _quiet
+        )
+        try:
+            runner.run()
+        finally:  # a stopped sweep reports what it has
+            summary = write_outputs(sweep_dir, study, list(grid), list(configs), verbose)
+    return summary
+
+
+def _quiet(trial):
+    pass
+
+
+def write_outputs(sweep_dir, study, keys, points, verbose):
+    table = rows(study, keys)
+    summary = summarize(table, keys, points)
+    write_csv(sweep_dir / "results.csv", table, ["trial", *keys, "seed", *RESULT_COLUMNS])
+    write_csv(sweep_dir / "summary.csv", summary, [*keys, *SUMMARY_COLUMNS])
+    plots.plot_sweep(sweep_dir / "results.png", summary, keys)
+    if verbose:
+        print_summary(summary, keys, table)
+    return summary
 
 
 def define_flags(flag_values):
@@ -284,7 +308,7 @@ def define_flags(flag_values):
         flags.DEFINE_string,
         "sweep_dir",
         None,
-        "Folder of the sweep: one sub-folder per trial, results.csv, plots.",
+        "Folder of the sweep: trial-NNN/ runs, study.db, results.csv, summary.csv, results.png.",
     )
     define(
         flags.DEFINE_multi_string,
@@ -295,64 +319,35 @@ def define_flags(flag_values):
     define(
         flags.DEFINE_string, "base_flagfile", None, "A training flagfile every trial starts from."
     )
-    define(flags.DEFINE_integer, "parallel", 1, "Trials run at once (each its own process).")
     define(
         flags.DEFINE_integer,
         "repeats",
         1,
         "Runs per grid point, with seeds seed..seed+N-1 (seed: the trials' --seed, default 0).",
     )
-    define(
-        flags.DEFINE_float,
-        "trial_timeout",
-        3600,
-        "Seconds a trial may run before it is recorded as failed.",
-    )
+    experiment.define_flags(flag_values)
 
 
 def _sweep(flag_values, train_args):
-    if not flag_values.sweep_dir:
-        raise UserError("--sweep_dir is required")
-    if flag_values.parallel < 1:
-        raise UserError(f"--parallel={flag_values.parallel} must be a positive integer")
+    experiment.check_flags(flag_values, "sweep_dir")
     if flag_values.repeats < 1:
         raise UserError(f"--repeats={flag_values.repeats} must be a positive integer")
     grid = parse_grid(flag_values.grid)
     base = [f"--flagfile={flag_values.base_flagfile}"] if flag_values.base_flagfile else []
-    train_args = [*base, *train_args]
-    seeds = None
-    if flag_values.repeats > 1:
-        if "seed" in grid:
-            raise UserError("--repeats chooses the seeds: do not sweep --seed as well")
-        first = base_config(train_args).seed
-        seeds = range(first, first + flag_values.repeats)
     summary = run_sweep(
         flag_values.sweep_dir,
         grid,
-        train_args,
+        [*base, *train_args],
         flag_values.parallel,
         flag_values.trial_timeout,
-        seeds=seeds,
-    )
-    written = "results.csv, summary.csv" + (
-        " and results.png" if any(e["done"] for e in summary) else ""
+        repeats=flag_values.repeats,
+        retry_failed=flag_values.retry_failed,
     )
     print(
-        f"\n{written} in {flag_values.sweep_dir}; "
+        f"\nresults.csv, summary.csv and results.png in {flag_values.sweep_dir}; "
         f"tensorboard --logdir {flag_values.sweep_dir} --host 127.0.0.1"
     )
-    return 0 if any(e["done"] for e in summary) else 1
-
-
-def base_config(train_args):
-    """The `RunConfig` that the trials' common flags describe (checked before any trial)."""
-    flag_values = flags.FlagValues()
-    cli.define_run_flags(flag_values)
-    try:
-        flag_values(["train", *train_args])
-    except flags.Error as e:
-        raise UserError(f"the training flags: {str(e).removeprefix('ERROR:: ')}") from None
-    return cli.config_from_flags(flag_values)
+    return 0 if any(e["n"] for e in summary) else 1
 
 
 def main(argv=None):

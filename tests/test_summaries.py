@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
-from tensorboard.plugins.hparams import plugin_data_pb2
+from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 
 from keras_mlp.data import load_dataset
 from keras_mlp.models import build_model
@@ -33,7 +33,13 @@ class SummariesTest(tf.test.TestCase):
         logger = TensorBoardLogger(
             cls.model_dir / "logs",
             data,
-            {"model": "scratch", "hidden_units": [32], "learning_rate": 0.1},
+            {
+                "model": "scratch",
+                "hidden_units": [32],
+                "dropout": [0.0],
+                "learning_rate": 0.1,
+                "seed": 3,
+            },
             log_every_steps=10,
             histogram_freq=1,
             profile_steps=(3, 5),
@@ -132,8 +138,15 @@ class SummariesTest(tf.test.TestCase):
         data = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
         hparams = data.session_start_info.hparams
         self.assertEqual(hparams["model"].string_value, "scratch")
-        self.assertEqual(hparams["hidden_units"].string_value, "[32]")
+        # Typed for comparing: the hidden layers as numbers, the seed not a hyperparameter
+        # (repeats over seeds group together), and the run's end recorded.
+        self.assertEqual((hparams["depth"].number_value, hparams["width"].number_value), (1, 32))
+        self.assertNotIn("hidden_units", hparams)
+        self.assertNotIn("seed", hparams)
+        self.assertEqual(hparams["dropout"].number_value, 0.0)
         self.assertAllClose(hparams["learning_rate"].number_value, 0.1)
+        end = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_end_info"])
+        self.assertEqual(end.session_end_info.status, api_pb2.STATUS_SUCCESS)
         self.assertIn("config", self.root.Tags()["tensors"])
 
     def test_profiler_trace_file(self):

@@ -14,7 +14,6 @@ import tensorflow as tf
 from cli_util import run_main
 
 from keras_mlp import sweep, train
-from keras_mlp.config import HYPERPARAMETERS
 from keras_mlp.launch import free_ports
 
 pytestmark = pytest.mark.slow
@@ -82,6 +81,7 @@ class TensorBoardServerTest(tf.test.TestCase):
             sweep.main,
             f"--sweep_dir={cls.sweep_dir}",
             "--grid=hidden_units=8,16",
+            "--repeats=2",
             "--",
             "--dataset=synthetic",
             "--epochs=1",
@@ -108,19 +108,24 @@ class TensorBoardServerTest(tf.test.TestCase):
                 server.get("/data/plugin/hparams/experiment", {"experimentName": ""})
             )
             columns = {info["name"] for info in experiment["hparamInfos"]}
-            self.assertContainsSubset({"model", "hidden_units", "learning_rate", "seed"}, columns)
+            self.assertContainsSubset({"model", "depth", "width", "learning_rate"}, columns)
             self.assertNotIn("model_dir", columns)
+            self.assertNotIn("seed", columns)  # repeats over seeds group together
             metrics = {m["name"]["tag"] for m in experiment["metricInfos"]}
             self.assertEqual(metrics, {"epoch_accuracy", "epoch_loss", "epoch_seconds"})
 
-    def test_a_sweeps_hparams_experiment(self):
+    def test_a_sweeps_hparams_tab_compares_settings(self):
         with Server(self.sweep_dir) as server:
             experiment = json.loads(
                 server.get("/data/plugin/hparams/experiment", {"experimentName": ""})
             )
-            # The same columns as every run's (TensorBoard takes one experiment per tree).
-            names = {info["name"] for info in experiment["hparamInfos"]}
-            self.assertEqual(names, set(HYPERPARAMETERS))
+            infos = experiment["hparamInfos"]
+            # The swept column first (the tab shows the first ones), as numbers.
+            self.assertEqual(infos[0]["name"], "width")
+            self.assertTrue(infos[0]["differs"])
+            self.assertEqual(infos[0]["domainDiscrete"], [8, 16])
+            self.assertFalse(any(info["differs"] for info in infos[1:]))
+            self.assertNotIn("seed", {info["name"] for info in infos})
             groups = json.loads(
                 server.get(
                     "/data/plugin/hparams/session_groups",
@@ -128,11 +133,34 @@ class TensorBoardServerTest(tf.test.TestCase):
                         "experimentName": "",
                         "startIndex": 0,
                         "sliceSize": 10,
-                        "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_RUNNING"],
+                        "allowedStatuses": [
+                            "STATUS_UNKNOWN",
+                            "STATUS_SUCCESS",
+                            "STATUS_FAILURE",
+                            "STATUS_RUNNING",
+                        ],
+                        "aggregationType": "AGGREGATION_AVG",
                     },
                 )
+            )["sessionGroups"]
+            # One group per grid point, named by it, holding its two seeds' sessions
+            # (named by their trial folders), each with a status.
+            self.assertEqual(
+                sorted(g["name"] for g in groups), ["hidden_units=16", "hidden_units=8"]
             )
-            self.assertLen(groups["sessionGroups"], 2)  # one per trial
+            for group in groups:
+                self.assertEqual(group["hparams"]["depth"], 1)
+                self.assertIsInstance(group["hparams"]["width"], (int, float))
+                self.assertLen(group["sessions"], 2)
+                for session in group["sessions"]:
+                    self.assertRegex(session["name"], r"^trial-00[0-3]/logs$")
+                    self.assertEqual(session["status"], "STATUS_SUCCESS")
+                accuracy = [
+                    m["value"]
+                    for m in group["metricValues"]
+                    if m["name"] == {"group": "validation", "tag": "epoch_accuracy"}
+                ]
+                self.assertLen(accuracy, 1)  # the mean over the group's sessions
 
 
 if __name__ == "__main__":

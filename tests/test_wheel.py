@@ -189,7 +189,7 @@ def test_wheel_installs_and_its_console_scripts_run_outside_the_repository(tmp_p
         assert f"  {flag}" in result.stdout, f"{script} --help:\n{result.stdout}"
         assert "Traceback" not in result.stderr
 
-    # A 1-epoch synthetic sweep of 2 trials; each trial is `python -m keras_mlp.train`
+    # A 1-epoch synthetic sweep of 2 trials; each trial is `python -m keras_mlp.trial`
     # of the installed package.
     sweep = subprocess.run(
         [
@@ -210,10 +210,11 @@ def test_wheel_installs_and_its_console_scripts_run_outside_the_repository(tmp_p
     assert sweep.returncode == 0, sweep.stdout + sweep.stderr
     with open(work / "sweep" / "results.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert sorted((r["trial"], r["status"]) for r in rows) == [
-        ("hidden_units=16", "done"),
-        ("hidden_units=8", "done"),
+    assert sorted((r["hidden_units"], r["status"]) for r in rows) == [
+        ("16", "done"),
+        ("8", "done"),
     ]
+    assert sorted(r["trial"] for r in rows) == ["trial-000", "trial-001"]
     for r in rows:
         metrics = json.loads((work / "sweep" / r["trial"] / "metrics.json").read_text())
         assert metrics["final"]["epochs"] == 1
