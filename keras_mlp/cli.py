@@ -97,23 +97,43 @@ def _flagfile_names(args):
         if arg == "--":
             return
         if arg.startswith(("--flagfile=", "-flagfile=")):
-            yield arg.split("=", 1)[1]
+            yield arg.split("=", 1)[1].strip()  # absl strips the name too
         elif arg in ("--flagfile", "-flagfile") and i + 1 < len(args):
             yield args[i + 1]
 
 
+def _flagfile_lines(name, path):
+    """The lines of flagfile `path`, or `None` when it cannot be opened (absl reports
+    that itself). absl would raise a bare UnicodeDecodeError on a file that is not
+    text: refused here with its name."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    try:
+        return raw.decode("utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise UserError(
+            f"--flagfile={name} is not UTF-8 text (byte 0x{raw[e.start]:02x} at offset "
+            f"{e.start}); a flagfile holds one --flag=value per line"
+        ) from None
+
+
 def check_flagfiles(args, flag_values, seen=()):
-    """Refuses a flagfile line that names a non-boolean flag without `=value`: absl
-    would take the next argument (a flag on the command line, or the file's next
-    line) as its value. Files that cannot be read are left to absl to report."""
+    """Refuses what absl would misread in flagfiles: an empty `--flagfile=` (absl
+    ignores it silently), a file that is not UTF-8 text, and a line that names a
+    non-boolean flag without `=value` (absl would take the next argument, a flag on
+    the command line or the file's next line, as its value). Files that cannot be
+    opened are left to absl to report."""
     for name in _flagfile_names(args):
+        if not name:
+            raise UserError("--flagfile= names no file; write --flagfile=PATH")
         path = os.path.expanduser(name)
-        if not name or path in seen:
+        if path in seen:
             continue
-        try:
-            with open(path) as f:
-                lines = f.read().splitlines()
-        except (OSError, UnicodeDecodeError):
+        lines = _flagfile_lines(name, path)
+        if lines is None:
             continue
         for number, line in enumerate(lines, 1):
             line = line.strip()

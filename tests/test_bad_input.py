@@ -312,6 +312,30 @@ class TrainFlagsTest(tf.test.TestCase, parameterized.TestCase, RejectsMixin):
             )
         self.assertEqual(list(cwd.iterdir()), [])
 
+    def test_flagfile_that_is_not_text(self):
+        """Issue 16: a UnicodeDecodeError traceback, exit 1; nested files too."""
+        binary = self.tmp / "binary.flags"
+        binary.write_bytes(b"\xff\xfe--epochs=1\n")
+        nesting = self.tmp / "nesting.flags"
+        nesting.write_text(f"--epochs=1\n--flagfile={binary}\n")
+        for flagfile in (binary, nesting):
+            self.assert_train_rejects(
+                [*QUICK, f"--flagfile={flagfile}"],
+                re.escape(
+                    f"--flagfile={binary} is not UTF-8 text (byte 0xff at offset 0); "
+                    "a flagfile holds one --flag=value per line"
+                ),
+            )
+
+    def test_flagfile_naming_no_file(self):
+        """Issue 16: `--flagfile=` was silently ignored (the run trained without its settings)."""
+        nesting = self.tmp / "nesting_empty.flags"
+        nesting.write_text("--flagfile=\n")
+        for args in (["--flagfile="], ["--flagfile", ""], [f"--flagfile={nesting}"]):
+            self.assert_train_rejects(
+                [*QUICK, *args], "--flagfile= names no file; write --flagfile=PATH"
+            )
+
     def test_bare_boolean_in_a_flagfile_is_fine(self):
         flagfile = self.tmp / "boolean.flags"
         flagfile.write_text("--overwrite\n")
