@@ -7,15 +7,18 @@ start-up per case); `test_train_cli.py` runs the real processes.
 """
 
 import contextlib
+import gzip
 import hashlib
 import json
 import os
 import pwd
 import re
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -369,6 +372,33 @@ def _cut(path, nbytes):
     path.write_bytes(path.read_bytes()[:-nbytes])
 
 
+def _raw_idx(path, dims, data=b""):
+    """A gzipped IDX file of uint8 whose header claims `dims`, followed by `data`."""
+    with gzip.open(path, "wb") as f:
+        f.write(bytes([0, 0, 0x08, len(dims)]) + struct.pack(f">{len(dims)}I", *dims) + data)
+
+
+# A header whose sizes multiply to 2**64: numpy's product wrapped to 0 (issue 16).
+HUGE_DIMS = (65536,) * 4
+HUGE_NEEDS = 4 + 4 * 4 + 2**64
+
+
+def _png_header(width, height):
+    """The start of a grayscale PNG of `width` x `height`: what PIL reads to open it
+    (the pixels are never reached), without writing width x height bytes."""
+
+    def chunk(kind, payload):
+        return (
+            struct.pack(">I", len(payload))
+            + kind
+            + payload
+            + struct.pack(">I", zlib.crc32(kind + payload))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
 def _uncompressed_and_cut(d):
     """The test images stored without gzip, one byte short."""
     (d / "t10k-images-idx3-ubyte.gz").unlink()
@@ -399,6 +429,30 @@ class DataFilesTest(tf.test.TestCase, parameterized.TestCase, RejectsMixin):
             "truncated_uncompressed",
             _uncompressed_and_cut,
             r"{d}/t10k-images-idx3-ubyte: IDX data is 615 bytes but its header \(20, 6, 5\) needs 616",
+        ),
+        (
+            "labels_header_past_2_64",
+            lambda d: _raw_idx(d / "train-labels-idx1-ubyte.gz", HUGE_DIMS),
+            rf"{{d}}/train-labels-idx1-ubyte.gz: IDX data is 20 bytes but its header "
+            rf"\(65536, 65536, 65536, 65536\) needs {HUGE_NEEDS}",
+        ),
+        (
+            "images_header_past_2_64",
+            lambda d: _raw_idx(d / "t10k-images-idx3-ubyte.gz", HUGE_DIMS),
+            rf"{{d}}/t10k-images-idx3-ubyte.gz: IDX data is 20 bytes but its header "
+            rf"\(65536, 65536, 65536, 65536\) needs {HUGE_NEEDS}",
+        ),
+        (
+            "images_with_255_dimensions",
+            lambda d: _raw_idx(d / "train-images-idx3-ubyte.gz", (1,) * 255, b"\0"),
+            r"{d}/train-images-idx3-ubyte.gz: IDX header has 255 dimensions; these files have "
+            r"1 \(labels \(N,\)\) to 4 \(colour images \(N, H, W, C\)\)",
+        ),
+        (
+            "compressed_and_uncompressed_copies",
+            lambda d: write_idx(d / "train-images-idx3-ubyte", np.zeros((60, 6, 5), np.uint8)),
+            "data directory {d} holds both train-images-idx3-ubyte.gz and "
+            "train-images-idx3-ubyte; keep one of them",
         ),
         (
             "labels_txt_count",
@@ -609,6 +663,9 @@ class PredictTest(tf.test.TestCase, parameterized.TestCase, RejectsMixin):
         (cls.tmp / "bad-images-idx3-ubyte.gz").write_bytes(raw[:-10])
         write_idx(cls.tmp / "labels-idx1-ubyte.gz", np.zeros(5, np.uint8))
         (cls.tmp / "empty_run").mkdir(exist_ok=True)
+        _raw_idx(cls.tmp / "huge-images-idx3-ubyte.gz", HUGE_DIMS)
+        _raw_idx(cls.tmp / "deep-images-idx3-ubyte.gz", (1,) * 255, b"\0")
+        (cls.tmp / "bomb.png").write_bytes(_png_header(15000, 15000))
 
     @parameterized.named_parameters(
         ("no_model_dir", ["{tmp}/small.png"], "--model_dir is required"),
@@ -659,6 +716,23 @@ class PredictTest(tf.test.TestCase, parameterized.TestCase, RejectsMixin):
             "idx_of_labels",
             ["--model_dir={run}", "{tmp}/labels-idx1-ubyte.gz"],
             "{tmp}/labels-idx1-ubyte.gz: an IDX file of images has 3 dimensions, this one 1",
+        ),
+        (
+            "idx_header_past_2_64",
+            ["--model_dir={run}", "{tmp}/huge-images-idx3-ubyte.gz"],
+            rf"{{tmp}}/huge-images-idx3-ubyte.gz: IDX data is 20 bytes but its header "
+            rf"\(65536, 65536, 65536, 65536\) needs {HUGE_NEEDS}",
+        ),
+        (
+            "idx_with_255_dimensions",
+            ["--model_dir={run}", "{tmp}/deep-images-idx3-ubyte.gz"],
+            r"{tmp}/deep-images-idx3-ubyte.gz: IDX header has 255 dimensions; .*",
+        ),
+        (
+            "decompression_bomb",
+            ["--model_dir={run}", "--resize", "{tmp}/bomb.png"],
+            r"{tmp}/bomb.png: too large to open \(Image size \(225000000 pixels\) exceeds "
+            r"limit of \d+ pixels.*\); shrink it first",
         ),
         (
             "unknown_flag",
