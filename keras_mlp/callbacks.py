@@ -11,6 +11,7 @@ what they hold (`close`, called by the trainer on every exit path).
 """
 
 import contextlib
+import re
 import shutil
 import signal
 import tempfile
@@ -77,13 +78,15 @@ class Checkpointer(Callback):
 
     def _candidates(self):
         """The run's checkpoints, newest first: as the state file lists them, or, when it
-        cannot be read, as the `ckpt-N.index` files in the folder say."""
+        cannot be read, as the `ckpt-N.index` files in the folder say. Only the names
+        CheckpointManager gives (`ckpt-<step>`) count: a user's `ckpt-291-backup` is not one."""
         state = self._state()
         if state and state.all_model_checkpoint_paths:
-            paths = [str(self.directory / Path(p).name) for p in state.all_model_checkpoint_paths]
+            names = [Path(p).name for p in state.all_model_checkpoint_paths]
         else:
-            paths = [str(p.with_suffix("")) for p in self.directory.glob("ckpt-*.index")]
-        return sorted(paths, key=lambda p: int(p.rsplit("-", 1)[1]), reverse=True)
+            names = [p.stem for p in self.directory.glob("ckpt-*.index")]
+        steps = {int(m[1]): name for name in names if (m := re.fullmatch(r"ckpt-(\d+)", name))}
+        return [str(self.directory / steps[step]) for step in sorted(steps, reverse=True)]
 
     def restore(self):
         """Restores the newest checkpoint in `<model_dir>/checkpoints` that restores;

@@ -629,6 +629,20 @@ class ModelDirTest(tf.test.TestCase, RejectsMixin):
             self.assertEqual(resumed["loss"], history["loss"])
             self.assertEqual(resumed["val_accuracy"], history["val_accuracy"])
 
+    def test_stray_backup_files_do_not_count_as_checkpoints(self):
+        """Issue 16: a user's `ckpt-291-backup.index` beside an emptied state file was an
+        int() ValueError traceback on the fallback path; only `ckpt-<step>` files count."""
+        model_dir = self.copy_of_run("stray_backup", finished=False)
+        checkpoints = model_dir / "checkpoints"
+        for suffix in (".index", ".data-00000-of-00001"):
+            shutil.copy(checkpoints / f"ckpt-31{suffix}", checkpoints / f"ckpt-291-backup{suffix}")
+        (checkpoints / "checkpoint").write_text("")
+        result = run_main(train.main, *QUICK, f"--model_dir={model_dir}")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn(f"resuming from {checkpoints / 'ckpt-31'}", result.stdout)
+        self.assertTrue((model_dir / "metrics.json").exists())
+        self.assertTrue((checkpoints / "ckpt-291-backup.index").exists())  # not ours to remove
+
     def test_overwrite_replaces_a_run(self):
         model_dir = self.copy_of_run("replaced")
         result = run_main(
