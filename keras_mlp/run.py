@@ -7,7 +7,6 @@ trains with the run's callbacks and writes the outputs.
 
 import contextlib
 import dataclasses
-import json
 import math
 import os
 import time
@@ -66,7 +65,7 @@ def configure_process(config):
 
 
 def _completed(model_dir, verbose):
-    metrics = json.loads((Path(model_dir) / "metrics.json").read_text())
+    metrics, _ = run_dir.finished_record(model_dir)  # run_dir.inspect found it intact
     if verbose:
         how = (
             f"stopped early after epoch {metrics['final']['epochs']}"

@@ -643,6 +643,45 @@ class ModelDirTest(tf.test.TestCase, RejectsMixin):
         self.assertTrue((model_dir / "metrics.json").exists())
         self.assertTrue((checkpoints / "ckpt-291-backup.index").exists())  # not ours to remove
 
+    def test_damaged_metrics_json_is_written_again_from_the_checkpoint(self):
+        """Issue 16: a finished run's truncated, emptied or edited metrics.json was a
+        JSONDecodeError / KeyError traceback on the rerun. The run counts as unfinished:
+        the resume finds every epoch done, trains nothing and writes the outputs again."""
+        original = json.loads((self.run_dir / "metrics.json").read_text())
+        text = (self.run_dir / "metrics.json").read_text()
+        damages = {
+            "truncated": text[: len(text) // 2],
+            "emptied": "",
+            "without_final": json.dumps({"history": original["history"]}),
+            "not_utf8": "\udcff",
+        }
+        for name, damaged in damages.items():
+            with self.subTest(name):
+                model_dir = self.copy_of_run(f"metrics_{name}")
+                (model_dir / "metrics.json").write_text(damaged, errors="surrogateescape")
+                result = run_main(train.main, *QUICK, f"--model_dir={model_dir}")
+                self.assertEqual(result.returncode, 0, result.stderr)
+                self.assertEqual(error_lines(result), [])
+                self.assertIn("resuming from", result.stdout)
+                self.assertNotIn("epoch 1/1:", result.stdout)  # nothing retrained
+                rewritten = json.loads((model_dir / "metrics.json").read_text())
+                self.assertEqual(rewritten["history"]["loss"], original["history"]["loss"])
+                self.assertEqual(rewritten["final"]["epochs"], 1)
+                again = run_main(train.main, *QUICK, f"--model_dir={model_dir}")
+                self.assertIn("already complete", again.stdout)
+
+    def test_damaged_metrics_json_without_checkpoints_is_an_error(self):
+        model_dir = self.copy_of_run("metrics_no_checkpoints")
+        shutil.rmtree(model_dir / "checkpoints")
+        (model_dir / "metrics.json").write_text("{")
+        self.assert_untouched_rejection(
+            model_dir,
+            QUICK,
+            rf"{re.escape(str(model_dir))}/metrics.json is damaged \(Expecting property name .*\) "
+            "and the run has no checkpoint to write it again from; set --overwrite=True to "
+            "start over",
+        )
+
     def test_overwrite_replaces_a_run(self):
         model_dir = self.copy_of_run("replaced")
         result = run_main(
