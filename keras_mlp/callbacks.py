@@ -24,7 +24,8 @@ from tqdm.auto import tqdm
 
 from keras_mlp import signals
 from keras_mlp.distribute import summed_on_read
-from keras_mlp.errors import TrainingDiverged, TrainingInterrupted, UserError
+from keras_mlp.errors import OutputError, TrainingDiverged, TrainingInterrupted, UserError
+from keras_mlp.reporting import WRITE_ERRORS
 
 
 class Callback(keras.callbacks.Callback):
@@ -131,15 +132,18 @@ class Checkpointer(Callback):
         """Saves now, numbered by the global step; returns the path (or `None` without a model_dir)."""
         if not self.directory:
             return None
+        # In a cluster every worker must save (TensorFlow's documented pattern); only
+        # the chief keeps its copy.
+        where = self._scratch or self.directory
         if self._manager is None:
-            # In a cluster every worker must save (TensorFlow's documented pattern); only
-            # the chief keeps its copy.
-            where = self._scratch or self.directory
             self._manager = tf.train.CheckpointManager(
                 self.checkpoint, where, max_to_keep=1 if self._scratch else self.keep
             )
         step = int(self.checkpoint.step.numpy())
-        path = self._manager.save(checkpoint_number=step)
+        try:
+            path = self._manager.save(checkpoint_number=step)
+        except WRITE_ERRORS as e:  # the checkpoints before it stay usable
+            raise OutputError.from_error(Path(where) / f"ckpt-{step}", e) from None
         # A worker names the chief's checkpoint of the same step (being written now).
         return path if self._scratch is None else str(self.directory / f"ckpt-{step}")
 

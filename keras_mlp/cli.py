@@ -18,10 +18,11 @@ import warnings
 from absl import flags, logging
 
 from keras_mlp.config import RunConfig
-from keras_mlp.errors import TrainingDiverged, TrainingInterrupted, UserError
+from keras_mlp.errors import OutputError, TrainingDiverged, TrainingInterrupted, UserError
 
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 1
+EXIT_OUTPUT = 3
 
 
 def define_run_flags(flag_values):
@@ -152,7 +153,8 @@ def run_tool(body, define_flags, doc, argv=None):
     `body(flag_values, positional_args)` and returns the exit status.
 
     Exit statuses: 0 done, 1 diverged (or the body's own 1), 2 bad input
-    (flags, files, settings), 128 + N stopped by signal N (130 Ctrl-C, 143 SIGTERM).
+    (flags, files, settings), 3 outputs could not be written (disk full), 128 + N
+    stopped by signal N (130 Ctrl-C, 143 SIGTERM).
     """
     argv = list(sys.argv if argv is None else [sys.argv[0], *argv])
     flag_values = flags.FlagValues()
@@ -172,6 +174,8 @@ def run_tool(body, define_flags, doc, argv=None):
         return _error(str(e), EXIT_BAD_INPUT)
     except TrainingDiverged as e:
         return _error(str(e), EXIT_DIVERGED)
+    except OutputError as e:
+        return _error(str(e), EXIT_OUTPUT)
     except TrainingInterrupted as e:
         return _error(str(e), 128 + e.signal_number)
     except KeyboardInterrupt:  # outside the training loop, which stops cleanly by itself

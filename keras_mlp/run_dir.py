@@ -22,8 +22,8 @@ import shutil
 import socket
 from pathlib import Path
 
-from keras_mlp.errors import UserError
-from keras_mlp.reporting import write_json
+from keras_mlp.errors import OutputError, UserError
+from keras_mlp.reporting import WRITE_ERRORS, write_json
 
 RUN_CONFIG = "run_config.json"
 METRICS = "metrics.json"
@@ -198,7 +198,10 @@ def claim(model_dir, config):
         if config.overwrite or status == RESTART:
             _remove_outputs(model_dir)
         if not (model_dir / RUN_CONFIG).exists():
-            write_json(model_dir / RUN_CONFIG, config.to_dict())
+            try:
+                write_json(model_dir / RUN_CONFIG, config.to_dict())
+            except WRITE_ERRORS as e:  # a full disk before anything else was written
+                raise OutputError.from_error(model_dir / RUN_CONFIG, e) from None
         yield status
     finally:
         lock.release()
