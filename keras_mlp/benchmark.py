@@ -468,6 +468,27 @@ def define_flags(flag_values):
     flags.DEFINE_string("model", "concise", "measure (internal): the model.", **kw)
 
 
+def _check_fits(what, needed):
+    """Refuses a measurement whose arrays (`needed` bytes) cannot fit in this machine's
+    memory, measured as `run.check_memory` measures it, before anything is allocated."""
+    available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if needed > available:
+        raise UserError(
+            f"{what} needs about {needed / 2**30:,.1f} GiB, and this machine has "
+            f"{available / 2**30:,.1f} GiB"
+        )
+
+
+def _check_matmul_memory(sizes, bandwidth_mb):
+    """`matmul_gflops(n, "tensorflow")` holds five n x n float32 arrays at once (the two
+    NumPy operands, their TensorFlow copies, the product); `copy_gbps` two buffers."""
+    for n in sizes:
+        _check_fits(f"--sizes={n}: a {n} x {n} float32 matmul (five such arrays)", 5 * 4 * n * n)
+    _check_fits(
+        f"--bandwidth_mb={bandwidth_mb}: the copy (two such buffers)", 2 * bandwidth_mb * 2**20
+    )
+
+
 def _checked_lists(fv, args):
     """Checks the command and every setting before anything is measured or written;
     returns the integer lists."""
@@ -479,10 +500,13 @@ def _checked_lists(fv, args):
     for model_name in fv.models:
         if model_name not in MODELS:
             raise UserError(f"--models: {model_name!r} is not known; accepted: {', '.join(MODELS)}")
-    return {
+    lists = {
         name: cli.positive_int_list(f"--{name}", fv[name].value)
         for name in ("widths", "depths", "sizes")
     }
+    if args[0] == "matmul":
+        _check_matmul_memory(lists["sizes"], fv.bandwidth_mb)
+    return lists
 
 
 def _benchmark(fv, args):

@@ -11,6 +11,7 @@ what they hold (`close`, called by the trainer on every exit path).
 """
 
 import contextlib
+import re
 import shutil
 import signal
 import tempfile
@@ -23,7 +24,8 @@ from tqdm.auto import tqdm
 
 from keras_mlp import signals
 from keras_mlp.distribute import summed_on_read
-from keras_mlp.errors import TrainingDiverged, TrainingInterrupted, UserError
+from keras_mlp.errors import OutputError, TrainingDiverged, TrainingInterrupted, UserError
+from keras_mlp.reporting import WRITE_ERRORS
 
 
 class Callback(keras.callbacks.Callback):
@@ -77,13 +79,15 @@ class Checkpointer(Callback):
 
     def _candidates(self):
         """The run's checkpoints, newest first: as the state file lists them, or, when it
-        cannot be read, as the `ckpt-N.index` files in the folder say."""
+        cannot be read, as the `ckpt-N.index` files in the folder say. Only the names
+        CheckpointManager gives (`ckpt-<step>`) count: a user's `ckpt-291-backup` is not one."""
         state = self._state()
         if state and state.all_model_checkpoint_paths:
-            paths = [str(self.directory / Path(p).name) for p in state.all_model_checkpoint_paths]
+            names = [Path(p).name for p in state.all_model_checkpoint_paths]
         else:
-            paths = [str(p.with_suffix("")) for p in self.directory.glob("ckpt-*.index")]
-        return sorted(paths, key=lambda p: int(p.rsplit("-", 1)[1]), reverse=True)
+            names = [p.stem for p in self.directory.glob("ckpt-*.index")]
+        steps = {int(m[1]): name for name in names if (m := re.fullmatch(r"ckpt-(\d+)", name))}
+        return [str(self.directory / steps[step]) for step in sorted(steps, reverse=True)]
 
     def restore(self):
         """Restores the newest checkpoint in `<model_dir>/checkpoints` that restores;
@@ -128,15 +132,18 @@ class Checkpointer(Callback):
         """Saves now, numbered by the global step; returns the path (or `None` without a model_dir)."""
         if not self.directory:
             return None
+        # In a cluster every worker must save (TensorFlow's documented pattern); only
+        # the chief keeps its copy.
+        where = self._scratch or self.directory
         if self._manager is None:
-            # In a cluster every worker must save (TensorFlow's documented pattern); only
-            # the chief keeps its copy.
-            where = self._scratch or self.directory
             self._manager = tf.train.CheckpointManager(
                 self.checkpoint, where, max_to_keep=1 if self._scratch else self.keep
             )
         step = int(self.checkpoint.step.numpy())
-        path = self._manager.save(checkpoint_number=step)
+        try:
+            path = self._manager.save(checkpoint_number=step)
+        except WRITE_ERRORS as e:  # the checkpoints before it stay usable
+            raise OutputError.from_error(Path(where) / f"ckpt-{step}", e) from None
         # A worker names the chief's checkpoint of the same step (being written now).
         return path if self._scratch is None else str(self.directory / f"ckpt-{step}")
 

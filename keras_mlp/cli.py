@@ -18,10 +18,11 @@ import warnings
 from absl import flags, logging
 
 from keras_mlp.config import RunConfig
-from keras_mlp.errors import TrainingDiverged, TrainingInterrupted, UserError
+from keras_mlp.errors import OutputError, TrainingDiverged, TrainingInterrupted, UserError
 
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 1
+EXIT_OUTPUT = 3
 
 
 def define_run_flags(flag_values):
@@ -98,23 +99,43 @@ def _flagfile_names(args):
         if arg == "--":
             return
         if arg.startswith(("--flagfile=", "-flagfile=")):
-            yield arg.split("=", 1)[1]
+            yield arg.split("=", 1)[1].strip()  # absl strips the name too
         elif arg in ("--flagfile", "-flagfile") and i + 1 < len(args):
             yield args[i + 1]
 
 
+def _flagfile_lines(name, path):
+    """The lines of flagfile `path`, or `None` when it cannot be opened (absl reports
+    that itself). absl would raise a bare UnicodeDecodeError on a file that is not
+    text: refused here with its name."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    try:
+        return raw.decode("utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise UserError(
+            f"--flagfile={name} is not UTF-8 text (byte 0x{raw[e.start]:02x} at offset "
+            f"{e.start}); a flagfile holds one --flag=value per line"
+        ) from None
+
+
 def check_flagfiles(args, flag_values, seen=()):
-    """Refuses a flagfile line that names a non-boolean flag without `=value`: absl
-    would take the next argument (a flag on the command line, or the file's next
-    line) as its value. Files that cannot be read are left to absl to report."""
+    """Refuses what absl would misread in flagfiles: an empty `--flagfile=` (absl
+    ignores it silently), a file that is not UTF-8 text, and a line that names a
+    non-boolean flag without `=value` (absl would take the next argument, a flag on
+    the command line or the file's next line, as its value). Files that cannot be
+    opened are left to absl to report."""
     for name in _flagfile_names(args):
+        if not name:
+            raise UserError("--flagfile= names no file; write --flagfile=PATH")
         path = os.path.expanduser(name)
-        if not name or path in seen:
+        if path in seen:
             continue
-        try:
-            with open(path) as f:
-                lines = f.read().splitlines()
-        except (OSError, UnicodeDecodeError):
+        lines = _flagfile_lines(name, path)
+        if lines is None:
             continue
         for number, line in enumerate(lines, 1):
             line = line.strip()
@@ -133,7 +154,8 @@ def run_tool(body, define_flags, doc, argv=None):
     `body(flag_values, positional_args)` and returns the exit status.
 
     Exit statuses: 0 done, 1 diverged (or the body's own 1), 2 bad input
-    (flags, files, settings), 128 + N stopped by signal N (130 Ctrl-C, 143 SIGTERM).
+    (flags, files, settings), 3 outputs could not be written (disk full), 128 + N
+    stopped by signal N (130 Ctrl-C, 143 SIGTERM).
     """
     argv = list(sys.argv if argv is None else [sys.argv[0], *argv])
     flag_values = flags.FlagValues()
@@ -153,6 +175,8 @@ def run_tool(body, define_flags, doc, argv=None):
         return _error(str(e), EXIT_BAD_INPUT)
     except TrainingDiverged as e:
         return _error(str(e), EXIT_DIVERGED)
+    except OutputError as e:
+        return _error(str(e), EXIT_OUTPUT)
     except TrainingInterrupted as e:
         return _error(str(e), 128 + e.signal_number)
     except KeyboardInterrupt:  # outside the training loop, which stops cleanly by itself

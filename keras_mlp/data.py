@@ -114,7 +114,8 @@ def _data_dir_label_names(name, data_dir, train_labels):
     labels_file = Path(data_dir) / "labels.txt"
     if labels_file.exists():
         try:
-            text = labels_file.read_text(encoding="utf-8")
+            # utf-8-sig: a byte-order mark (Windows editors write one) is not part of a name.
+            text = labels_file.read_text(encoding="utf-8-sig")
         except (OSError, UnicodeDecodeError) as e:
             reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
             raise UserError(

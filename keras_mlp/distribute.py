@@ -17,6 +17,9 @@ from keras_mlp import signals
 from keras_mlp.errors import TrainingInterrupted, UserError
 from keras_mlp.names import CLUSTER_TIMEOUT, STRATEGIES
 
+# The task types of a MultiWorkerMirroredStrategy cluster; "chief" is a worker too.
+TASK_TYPES = ("worker", "chief")
+
 
 def _logical_cpus(count):
     """Splits the CPU into `count` logical devices (if not done yet) and names them.
@@ -58,12 +61,22 @@ def _parse_tf_config():
             'TF_CONFIG must look like {"cluster": {"worker": ["host:port", ...]}, '
             '"task": {"type": "worker", "index": 0}}'
         )
+    others = sorted(str(job) for job in cluster if job not in TASK_TYPES)
+    if others:  # "ps" is ParameterServerStrategy's, "evaluator" a side job run by nothing here
+        raise UserError(
+            f"TF_CONFIG cluster has {', '.join(map(repr, others))} tasks; "
+            "MultiWorkerMirroredStrategy trains with 'worker' tasks (and at most one 'chief')"
+        )
+    if len(cluster.get("chief", ())) > 1:
+        raise UserError(f"TF_CONFIG cluster has {len(cluster['chief'])} 'chief' tasks; at most 1")
+    for address in (a for addresses in cluster.values() for a in addresses):
+        _check_address(address, "TF_CONFIG")
     task_type, index = task.get("type"), task.get("index")
     if task_type not in cluster:
         raise UserError(
             f"TF_CONFIG task type {task_type!r} is not in its cluster {sorted(cluster)}"
         )
-    if not isinstance(index, int) or not 0 <= index < len(cluster[task_type]):
+    if type(index) is not int or not 0 <= index < len(cluster[task_type]):  # (no bools)
         raise UserError(
             f"TF_CONFIG task index {index!r} is outside its {len(cluster[task_type])} "
             f"{task_type} address(es)"
@@ -71,14 +84,23 @@ def _parse_tf_config():
     return cluster, task_type, index
 
 
+def _check_address(address, where="worker"):
+    """`(host, port)` of a `"host:port"` string with a port in 1..65535, or a
+    `UserError` naming `where` it came from."""
+    host, _, port = address.rpartition(":") if isinstance(address, str) else ("", "", "")
+    if not host or not port.isdigit():
+        raise UserError(f"{where} address {address!r} is not host:port")
+    if not 1 <= int(port) <= 65535:
+        raise UserError(f"{where} address {address!r} has port {port}; ports are 1..65535")
+    return host, int(port)
+
+
 def _check_port_free(address):
     """Fails clearly when this worker cannot listen on its own `host:port`."""
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        raise UserError(f"worker address {address!r} is not host:port")
+    host, port = _check_address(address)
     with socket.socket() as sock:
         try:
-            sock.bind((host, int(port)))
+            sock.bind((host, port))
         except OSError as e:
             if e.errno == errno.EADDRINUSE:
                 raise UserError(
@@ -108,6 +130,8 @@ def cluster_resolver(worker_hosts=None, task_index=None, num_gpus=None):
         raise UserError(f"{hosts} needs task_index=N, this worker's position in the list")
     if not 0 <= task_index < len(worker_hosts):
         raise UserError(f"task_index={task_index} is outside {hosts}")
+    for address in worker_hosts:
+        _check_address(address)
     _check_port_free(worker_hosts[task_index])
     return tf.distribute.cluster_resolver.SimpleClusterResolver(
         tf.train.ClusterSpec({"worker": list(worker_hosts)}),

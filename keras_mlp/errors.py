@@ -4,6 +4,7 @@ No heavy imports: the command line maps these to exit codes without loading
 TensorFlow.
 """
 
+import re
 import signal
 
 
@@ -17,6 +18,34 @@ class UserError(ValueError):
 
 class TrainingDiverged(FloatingPointError):
     """The loss or the weights became non-finite; nothing bad was saved. Exit status 1."""
+
+
+class OutputError(Exception):
+    """A run's outputs (a checkpoint, the final model, export, plot or metrics) could
+    not be written: the disk is full, the folder became read-only. Exit status 3.
+
+    Nothing saved before is lost: the rerun of the same command, once there is room,
+    resumes from the last checkpoint.
+    """
+
+    def __init__(self, path, cause):
+        super().__init__(path, cause)
+        self.path, self.cause = path, cause
+
+    @classmethod
+    def from_error(cls, path, error):
+        """The `OutputError` of a write of `path` that raised `error`: an `OSError`, or
+        a TensorFlow op error ("...tempstate123; No space left on device [Op:SaveV2]")."""
+        if isinstance(error, OSError):
+            return cls(path, error.strerror or str(error))
+        message = str(getattr(error, "message", error)).strip().splitlines()[0]
+        return cls(path, re.sub(r"\s*\[Op:\w+\]$", "", message).rpartition("; ")[2])
+
+    def __str__(self):
+        return (
+            f"cannot write {self.path} ({self.cause}); what was saved before is kept: make "
+            "room (or move the model_dir to a roomier disk) and rerun the same command to resume"
+        )
 
 
 class TrainingInterrupted(Exception):

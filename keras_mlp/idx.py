@@ -6,6 +6,7 @@ labels `(N,)`. Every problem is a `UserError` naming the file and what is wrong.
 """
 
 import gzip
+import math
 import struct
 import zlib
 from pathlib import Path
@@ -21,6 +22,8 @@ IDX_FILES = {
     "test_images": "t10k-images-idx3-ubyte.gz",
     "test_labels": "t10k-labels-idx1-ubyte.gz",
 }
+# The most dimensions a file here has: colour images (N, H, W, C).
+MAX_DIMENSIONS = 4
 
 
 def read_bytes(path, limit=-1, gzipped=None):
@@ -47,11 +50,17 @@ def parse_idx(raw, path):
             f"{path}: IDX element type 0x{raw[2]:02x} is not supported (only uint8, 0x08)"
         )
     ndim = raw[3]
+    if ndim > MAX_DIMENSIONS:  # (numpy itself stops at 64)
+        raise UserError(
+            f"{path}: IDX header has {ndim} dimensions; these files have 1 (labels (N,)) "
+            f"to {MAX_DIMENSIONS} (colour images (N, H, W, C))"
+        )
     header = 4 + 4 * ndim
     if ndim == 0 or len(raw) < header:
         raise UserError(f"{path}: IDX header is truncated or has no dimensions")
     shape = struct.unpack(f">{ndim}I", raw[4:header])
-    expected = header + int(np.prod(shape))
+    # Python ints: a product of four 32-bit sizes overflows numpy's int64 (and wraps).
+    expected = header + math.prod(shape)
     if len(raw) != expected:
         raise UserError(
             f"{path}: IDX data is {len(raw)} bytes but its header {shape} needs {expected}"
@@ -84,11 +93,15 @@ def write_idx(path, array):
 
 
 def _find_idx_file(directory, name):
-    """The path of `name` in `directory`, accepting an uncompressed copy too."""
-    for candidate in (directory / name, directory / name.removesuffix(".gz")):
-        if candidate.exists():
-            return candidate
-    return None
+    """The path of `name` in `directory`, accepting an uncompressed copy too; both
+    present is refused (they may differ, and neither is clearly the one meant)."""
+    found = [p for p in (directory / name, directory / name.removesuffix(".gz")) if p.exists()]
+    if len(found) == 2:
+        raise UserError(
+            f"data directory {directory} holds both {found[0].name} and {found[1].name}; "
+            "keep one of them"
+        )
+    return found[0] if found else None
 
 
 def _check_split(images, labels, image_path, label_path):

@@ -113,6 +113,8 @@ def load_images(path, shape, resize, max_images):
     try:
         with Image.open(path) as image:
             return [(path.name, _fit(image, shape, resize, path))]
+    except Image.DecompressionBombError as e:  # far more pixels than a resize should read
+        raise UserError(f"{path}: too large to open ({e}); shrink it first") from None
     except UnidentifiedImageError:
         raise UserError(
             f"{path}: not an image file PIL can read, nor an IDX file ({', '.join(IDX_SUFFIXES)})"

@@ -14,6 +14,12 @@ from pathlib import Path
 import tensorflow as tf
 from matplotlib.figure import Figure
 
+from keras_mlp.errors import OutputError
+
+# What a write that failed raises: OSError from Python's files, and TensorFlow's
+# errors for ENOSPC/EDQUOT (RESOURCE_EXHAUSTED) and EACCES/EROFS (PERMISSION_DENIED).
+WRITE_ERRORS = (OSError, tf.errors.ResourceExhaustedError, tf.errors.PermissionDeniedError)
+
 
 def print_table(title, header, rows):
     """Prints `rows` under `header` in aligned columns."""
@@ -114,7 +120,11 @@ def export_serving(export_dir, keras_file, data):
     tmp = export_dir.with_name(f".{export_dir.name}.{os.getpid()}.tmp")
     old = export_dir.with_name(f".{export_dir.name}.{os.getpid()}.old")
     module = _Serving(model, data.input_shape, data.label_names)
-    tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serve})
+    try:
+        tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serve})
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # a half-written export frees its space
+        raise
     if export_dir.exists():
         export_dir.rename(old)
     tmp.rename(export_dir)
@@ -142,8 +152,15 @@ def save_run(model_dir, model, history, data, run_config, stopped_early=False):
             "num_train_examples": len(data.train_images),
         },
     }
-    _atomic_path(model_dir / "model.keras", model.save)
-    export_serving(model_dir / "export", model_dir / "model.keras", data)
-    plot_progress(model_dir / "progress.png", history)
-    # metrics.json last: its presence marks a finished run.
-    write_json(model_dir / "metrics.json", metrics)
+    writes = [
+        ("model.keras", lambda path: _atomic_path(path, model.save)),
+        ("export", lambda path: export_serving(path, model_dir / "model.keras", data)),
+        ("progress.png", lambda path: plot_progress(path, history)),
+        # metrics.json last: its presence marks a finished run.
+        ("metrics.json", lambda path: write_json(path, metrics)),
+    ]
+    for name, write in writes:
+        try:
+            write(model_dir / name)
+        except WRITE_ERRORS as e:  # a full disk: the checkpoints stay, a rerun writes these
+            raise OutputError.from_error(model_dir / name, e) from None

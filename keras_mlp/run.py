@@ -7,7 +7,6 @@ trains with the run's callbacks and writes the outputs.
 
 import contextlib
 import dataclasses
-import json
 import math
 import os
 import time
@@ -70,7 +69,7 @@ def _completed(model_dir, verbose, chief=True):
         if verbose:
             print(f"the run in {model_dir} is already complete (the chief's decision)")
         return RunResult(model_dir, {})
-    metrics = json.loads((Path(model_dir) / "metrics.json").read_text())
+    metrics, _ = run_dir.finished_record(model_dir)  # run_dir.inspect found it intact
     if verbose:
         how = (
             f"stopped early after epoch {metrics['final']['epochs']}"

@@ -3,7 +3,8 @@ resumed or reported, never silently replaced.
 
 A run writes `run_config.json` when it starts and `metrics.json` when it ends.
 Rerunning the same command on its model_dir resumes an unfinished run and
-reports a finished one; another config there is refused; `overwrite` is the
+reports a finished one (a damaged metrics.json makes a run unfinished: the
+resume writes its outputs again); another config there is refused; `overwrite` is the
 only way to replace a run's outputs. An attempt that stopped before its first
 checkpoint left nothing worth keeping: the next run (with any settings) starts
 over in its place.
@@ -21,16 +22,19 @@ import shutil
 import socket
 from pathlib import Path
 
-from keras_mlp.errors import UserError
-from keras_mlp.reporting import write_json
+from keras_mlp.errors import OutputError, UserError
+from keras_mlp.reporting import WRITE_ERRORS, write_json
 
 RUN_CONFIG = "run_config.json"
 DATA_KEY = "data"  # run_config.json's record of the data a run trains on (Dataset.identity)
+METRICS = "metrics.json"
+# What a finished run's metrics.json must hold (run.train reports a complete run from them).
+RECORD = ("history", "final")
 LOCK = ".lock"
 # Everything a run may leave behind, removed by overwrite (or a restart).
 RUN_OUTPUTS = (
     RUN_CONFIG,
-    "metrics.json",
+    METRICS,
     "model.keras",
     "progress.png",
     "logs",
@@ -46,6 +50,36 @@ def _saved_any_checkpoint(model_dir):
     that is an error to report, not a reason to start over)."""
     folder = model_dir / "checkpoints"
     return folder.is_dir() and any(folder.iterdir())
+
+
+def finished_record(model_dir):
+    """`(metrics, None)`: the `metrics.json` of a finished run, read; or `(None, problem)`
+    when there is none or it is damaged (cut short by a full disk, emptied, edited)."""
+    path = Path(model_dir) / METRICS
+    try:
+        metrics = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None, "missing"
+    except (OSError, ValueError) as e:  # ValueError: JSON and UTF-8 decoding errors
+        return None, str(e)
+    if not (isinstance(metrics, dict) and all(isinstance(metrics.get(k), dict) for k in RECORD)):
+        return None, f"it lacks {' or '.join(RECORD)}"
+    return metrics, None
+
+
+def _finished_or_resumable(model_dir):
+    """`COMPLETE` when metrics.json records the finished run; `RESUME` when it is damaged
+    but checkpoints remain: the resume finds every epoch done and writes the outputs
+    again, metrics.json last."""
+    metrics, problem = finished_record(model_dir)
+    if metrics is not None:
+        return COMPLETE
+    if _saved_any_checkpoint(model_dir):
+        return RESUME
+    raise UserError(
+        f"{model_dir / METRICS} is damaged ({problem}) and the run has no checkpoint to "
+        "write it again from; set overwrite=True to start over"
+    )
 
 
 def inspect(model_dir, config):
@@ -66,7 +100,7 @@ def inspect(model_dir, config):
                 "choose another model_dir or set overwrite=True"
             )
         return NEW
-    if not (model_dir / "metrics.json").exists() and not _saved_any_checkpoint(model_dir):
+    if not (model_dir / METRICS).exists() and not _saved_any_checkpoint(model_dir):
         return RESTART
     try:
         old = json.loads(saved.read_text())
@@ -78,7 +112,7 @@ def inspect(model_dir, config):
             f"model_dir={model_dir} holds a run with other settings ({'; '.join(differences)}); "
             "choose another model_dir or set overwrite=True"
         )
-    return COMPLETE if (model_dir / "metrics.json").exists() else RESUME
+    return _finished_or_resumable(model_dir) if (model_dir / METRICS).exists() else RESUME
 
 
 class RunLock:
@@ -188,7 +222,10 @@ def claim(model_dir, config, data_identity=None):
             _remove_outputs(model_dir)
         if not (model_dir / RUN_CONFIG).exists():
             data = {DATA_KEY: data_identity} if data_identity else {}
-            write_json(model_dir / RUN_CONFIG, {**config.to_dict(), **data})
+            try:
+                write_json(model_dir / RUN_CONFIG, {**config.to_dict(), **data})
+            except WRITE_ERRORS as e:  # a full disk before anything else was written
+                raise OutputError.from_error(model_dir / RUN_CONFIG, e) from None
         yield status
     finally:
         lock.release()

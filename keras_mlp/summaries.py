@@ -31,6 +31,10 @@ SCALARS = {
     "val_accuracy": ("validation", "epoch_accuracy"),
 }
 
+# Past this many classes the confusion matrix is logged as counts only: its figure
+# grows with the square of the classes (256 classes: 155 s and 5.4 GB per epoch).
+MAX_CONFUSION_FIGURE_CLASSES = 30
+
 
 def write_hparams_experiment(directory, names):
     """The HParams experiment of a run of its own at `directory`: columns `names` (no
@@ -154,7 +158,8 @@ class TensorBoardLogger(Callback):
         histogram_freq: Every N epochs, histograms of each weight and its gradient.
         profile_steps: `(first, last)` global steps to trace with the profiler.
         image_summaries: A grid of validation predictions and the confusion matrix
-            every epoch.
+            every epoch (past `MAX_CONFUSION_FIGURE_CLASSES` classes, its counts as text
+            only, no figure).
         batch_size: The batch of the gradient histograms. Defaults to `256`.
     """
 
@@ -192,6 +197,13 @@ class TensorBoardLogger(Callback):
     def on_train_begin(self, logs=None):
         if not self.logs:
             return
+        if self.image_summaries and self.data.num_classes > MAX_CONFUSION_FIGURE_CLASSES:
+            print(
+                f"note: {self.data.num_classes} classes: the confusion matrix is logged as "
+                f"counts only (TensorBoard's Text tab), no figure past "
+                f"{MAX_CONFUSION_FIGURE_CLASSES} classes",
+                flush=True,
+            )
         history = logs if logs and "loss" in logs else None  # a resumed run's history
         if not history:
             values = hparams_lib.session_values(self.hparams)
@@ -313,9 +325,9 @@ class TensorBoardLogger(Callback):
         with self._writer("validation").as_default():
             grid = image_grid(shown, predicted, data.val_labels[:16], data.label_names)
             tf.summary.image("predictions", grid, step=step)
-            tf.summary.image(
-                "confusion_matrix", confusion_image(confusion, data.label_names), step=step
-            )
+            if data.num_classes <= MAX_CONFUSION_FIGURE_CLASSES:
+                figure = confusion_image(confusion, data.label_names)
+                tf.summary.image("confusion_matrix", figure, step=step)
             table = confusion_table(confusion, data.label_names)
             tf.summary.text("confusion_matrix_counts", table, step=step)
 

@@ -4,7 +4,8 @@
     python -m keras_mlp.train --model=concise --hidden_units=512,256 --optimizer=adam
 
 Flags after --flagfile override it. Exit status: 0 done, 1 diverged, 2 bad
-input, 130/143 stopped by Ctrl-C/SIGTERM (rerun the same command to resume).
+input, 3 outputs could not be written (disk full), 130/143 stopped by
+Ctrl-C/SIGTERM (after 3, 130 and 143, rerun the same command to resume).
 """
 
 import sys

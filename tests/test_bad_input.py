@@ -7,15 +7,18 @@ start-up per case); `test_train_cli.py` runs the real processes.
 """
 
 import contextlib
+import gzip
 import hashlib
 import json
 import os
 import pwd
 import re
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -317,6 +320,30 @@ class TrainFlagsTest(tf.test.TestCase, parameterized.TestCase, RejectsMixin):
             )
         self.assertEqual(list(cwd.iterdir()), [])
 
+    def test_flagfile_that_is_not_text(self):
+        """Issue 16: a UnicodeDecodeError traceback, exit 1; nested files too."""
+        binary = self.tmp / "binary.flags"
+        binary.write_bytes(b"\xff\xfe--epochs=1\n")
+        nesting = self.tmp / "nesting.flags"
+        nesting.write_text(f"--epochs=1\n--flagfile={binary}\n")
+        for flagfile in (binary, nesting):
+            self.assert_train_rejects(
+                [*QUICK, f"--flagfile={flagfile}"],
+                re.escape(
+                    f"--flagfile={binary} is not UTF-8 text (byte 0xff at offset 0); "
+                    "a flagfile holds one --flag=value per line"
+                ),
+            )
+
+    def test_flagfile_naming_no_file(self):
+        """Issue 16: `--flagfile=` was silently ignored (the run trained without its settings)."""
+        nesting = self.tmp / "nesting_empty.flags"
+        nesting.write_text("--flagfile=\n")
+        for args in (["--flagfile="], ["--flagfile", ""], [f"--flagfile={nesting}"]):
+            self.assert_train_rejects(
+                [*QUICK, *args], "--flagfile= names no file; write --flagfile=PATH"
+            )
+
     def test_bare_boolean_in_a_flagfile_is_fine(self):
         flagfile = self.tmp / "boolean.flags"
         flagfile.write_text("--overwrite\n")
@@ -350,6 +377,33 @@ def _cut(path, nbytes):
     path.write_bytes(path.read_bytes()[:-nbytes])
 
 
+def _raw_idx(path, dims, data=b""):
+    """A gzipped IDX file of uint8 whose header claims `dims`, followed by `data`."""
+    with gzip.open(path, "wb") as f:
+        f.write(bytes([0, 0, 0x08, len(dims)]) + struct.pack(f">{len(dims)}I", *dims) + data)
+
+
+# A header whose sizes multiply to 2**64: numpy's product wrapped to 0 (issue 16).
+HUGE_DIMS = (65536,) * 4
+HUGE_NEEDS = 4 + 4 * 4 + 2**64
+
+
+def _png_header(width, height):
+    """The start of a grayscale PNG of `width` x `height`: what PIL reads to open it
+    (the pixels are never reached), without writing width x height bytes."""
+
+    def chunk(kind, payload):
+        return (
+            struct.pack(">I", len(payload))
+            + kind
+            + payload
+            + struct.pack(">I", zlib.crc32(kind + payload))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
 def _uncompressed_and_cut(d):
     """The test images stored without gzip, one byte short."""
     (d / "t10k-images-idx3-ubyte.gz").unlink()
@@ -380,6 +434,30 @@ class DataFilesTest(tf.test.TestCase, parameterized.TestCase, RejectsMixin):
             "truncated_uncompressed",
             _uncompressed_and_cut,
             r"{d}/t10k-images-idx3-ubyte: IDX data is 615 bytes but its header \(20, 6, 5\) needs 616",
+        ),
+        (
+            "labels_header_past_2_64",
+            lambda d: _raw_idx(d / "train-labels-idx1-ubyte.gz", HUGE_DIMS),
+            rf"{{d}}/train-labels-idx1-ubyte.gz: IDX data is 20 bytes but its header "
+            rf"\(65536, 65536, 65536, 65536\) needs {HUGE_NEEDS}",
+        ),
+        (
+            "images_header_past_2_64",
+            lambda d: _raw_idx(d / "t10k-images-idx3-ubyte.gz", HUGE_DIMS),
+            rf"{{d}}/t10k-images-idx3-ubyte.gz: IDX data is 20 bytes but its header "
+            rf"\(65536, 65536, 65536, 65536\) needs {HUGE_NEEDS}",
+        ),
+        (
+            "images_with_255_dimensions",
+            lambda d: _raw_idx(d / "train-images-idx3-ubyte.gz", (1,) * 255, b"\0"),
+            r"{d}/train-images-idx3-ubyte.gz: IDX header has 255 dimensions; these files have "
+            r"1 \(labels \(N,\)\) to 4 \(colour images \(N, H, W, C\)\)",
+        ),
+        (
+            "compressed_and_uncompressed_copies",
+            lambda d: write_idx(d / "train-images-idx3-ubyte", np.zeros((60, 6, 5), np.uint8)),
+            "data directory {d} holds both train-images-idx3-ubyte.gz and "
+            "train-images-idx3-ubyte; keep one of them",
         ),
         (
             "labels_txt_count",
@@ -583,6 +661,59 @@ class ModelDirTest(tf.test.TestCase, RejectsMixin):
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertIn("all 3 epochs were done", result.stdout)
 
+    def test_stray_backup_files_do_not_count_as_checkpoints(self):
+        """Issue 16: a user's `ckpt-291-backup.index` beside an emptied state file was an
+        int() ValueError traceback on the fallback path; only `ckpt-<step>` files count."""
+        model_dir = self.copy_of_run("stray_backup", finished=False)
+        checkpoints = model_dir / "checkpoints"
+        for suffix in (".index", ".data-00000-of-00001"):
+            shutil.copy(checkpoints / f"ckpt-31{suffix}", checkpoints / f"ckpt-291-backup{suffix}")
+        (checkpoints / "checkpoint").write_text("")
+        result = run_main(train.main, *QUICK, f"--model_dir={model_dir}")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn(f"resuming from {checkpoints / 'ckpt-31'}", result.stdout)
+        self.assertTrue((model_dir / "metrics.json").exists())
+        self.assertTrue((checkpoints / "ckpt-291-backup.index").exists())  # not ours to remove
+
+    def test_damaged_metrics_json_is_written_again_from_the_checkpoint(self):
+        """Issue 16: a finished run's truncated, emptied or edited metrics.json was a
+        JSONDecodeError / KeyError traceback on the rerun. The run counts as unfinished:
+        the resume finds every epoch done, trains nothing and writes the outputs again."""
+        original = json.loads((self.run_dir / "metrics.json").read_text())
+        text = (self.run_dir / "metrics.json").read_text()
+        damages = {
+            "truncated": text[: len(text) // 2],
+            "emptied": "",
+            "without_final": json.dumps({"history": original["history"]}),
+            "not_utf8": "\udcff",
+        }
+        for name, damaged in damages.items():
+            with self.subTest(name):
+                model_dir = self.copy_of_run(f"metrics_{name}")
+                (model_dir / "metrics.json").write_text(damaged, errors="surrogateescape")
+                result = run_main(train.main, *QUICK, f"--model_dir={model_dir}")
+                self.assertEqual(result.returncode, 0, result.stderr)
+                self.assertEqual(error_lines(result), [])
+                self.assertIn("resuming from", result.stdout)
+                self.assertNotIn("epoch 1/1:", result.stdout)  # nothing retrained
+                rewritten = json.loads((model_dir / "metrics.json").read_text())
+                self.assertEqual(rewritten["history"]["loss"], original["history"]["loss"])
+                self.assertEqual(rewritten["final"]["epochs"], 1)
+                again = run_main(train.main, *QUICK, f"--model_dir={model_dir}")
+                self.assertIn("already complete", again.stdout)
+
+    def test_damaged_metrics_json_without_checkpoints_is_an_error(self):
+        model_dir = self.copy_of_run("metrics_no_checkpoints")
+        shutil.rmtree(model_dir / "checkpoints")
+        (model_dir / "metrics.json").write_text("{")
+        self.assert_untouched_rejection(
+            model_dir,
+            QUICK,
+            rf"{re.escape(str(model_dir))}/metrics.json is damaged \(Expecting property name .*\) "
+            "and the run has no checkpoint to write it again from; set --overwrite=True to "
+            "start over",
+        )
+
     def test_overwrite_replaces_a_run(self):
         model_dir = self.copy_of_run("replaced")
         result = run_main(
@@ -617,6 +748,9 @@ class PredictTest(tf.test.TestCase, parameterized.TestCase, RejectsMixin):
         (cls.tmp / "bad-images-idx3-ubyte.gz").write_bytes(raw[:-10])
         write_idx(cls.tmp / "labels-idx1-ubyte.gz", np.zeros(5, np.uint8))
         (cls.tmp / "empty_run").mkdir(exist_ok=True)
+        _raw_idx(cls.tmp / "huge-images-idx3-ubyte.gz", HUGE_DIMS)
+        _raw_idx(cls.tmp / "deep-images-idx3-ubyte.gz", (1,) * 255, b"\0")
+        (cls.tmp / "bomb.png").write_bytes(_png_header(15000, 15000))
 
     @parameterized.named_parameters(
         ("no_model_dir", ["{tmp}/small.png"], "--model_dir is required"),
@@ -667,6 +801,23 @@ class PredictTest(tf.test.TestCase, parameterized.TestCase, RejectsMixin):
             "idx_of_labels",
             ["--model_dir={run}", "{tmp}/labels-idx1-ubyte.gz"],
             "{tmp}/labels-idx1-ubyte.gz: an IDX file of images has 3 dimensions, this one 1",
+        ),
+        (
+            "idx_header_past_2_64",
+            ["--model_dir={run}", "{tmp}/huge-images-idx3-ubyte.gz"],
+            rf"{{tmp}}/huge-images-idx3-ubyte.gz: IDX data is 20 bytes but its header "
+            rf"\(65536, 65536, 65536, 65536\) needs {HUGE_NEEDS}",
+        ),
+        (
+            "idx_with_255_dimensions",
+            ["--model_dir={run}", "{tmp}/deep-images-idx3-ubyte.gz"],
+            r"{tmp}/deep-images-idx3-ubyte.gz: IDX header has 255 dimensions; .*",
+        ),
+        (
+            "decompression_bomb",
+            ["--model_dir={run}", "--resize", "{tmp}/bomb.png"],
+            r"{tmp}/bomb.png: too large to open \(Image size \(225000000 pixels\) exceeds "
+            r"limit of \d+ pixels.*\); shrink it first",
         ),
         (
             "unknown_flag",

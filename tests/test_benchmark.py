@@ -177,6 +177,16 @@ def test_both_measurements_train_the_same_examples_and_learn(monkeypatch):
         (["matmul", "--sizes=0"], "must be comma-separated positive integers"),
         (["matmul", "--sizes=8,x"], "must be comma-separated"),
         (["matmul", "--bandwidth_mb=0"], "--bandwidth_mb=0 must be a positive integer"),
+        # Issue 16: a numpy memory error traceback; both over any machine's memory.
+        (
+            ["matmul", "--sizes=1024,200000"],
+            "--sizes=200000: a 200000 x 200000 float32 matmul (five such arrays) needs about "
+            "745.1 GiB, and this machine has",
+        ),
+        (
+            ["matmul", "--bandwidth_mb=100000000"],
+            "--bandwidth_mb=100000000: the copy (two such buffers) needs about 195,312.5 GiB",
+        ),
         (["scaling", "--depths=1,-2"], "must be comma-separated positive integers"),
         (["scaling", "--steps=0"], "--steps=0 must be a positive integer"),
         (["train", "--models=concise,big"], "--models: 'big' is not known"),

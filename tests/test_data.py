@@ -116,6 +116,15 @@ class LoadDatasetTest(tf.test.TestCase):
             data_lib.load_dataset("fashion_mnist", data_dir=directory).label_names, tuple("abcdef")
         )
 
+    def test_labels_txt_with_a_byte_order_mark(self):
+        """Issue 16: a BOM (as Windows editors write) became part of the first name."""
+        directory = write_idx_set(self.dir / "bom")
+        (directory / "labels.txt").write_text("cat\ndog\nbird\n", encoding="utf-8-sig")
+        self.assertEqual(
+            data_lib.load_dataset("fashion_mnist", data_dir=directory).label_names,
+            ("cat", "dog", "bird"),
+        )
+
     def test_validation_split_holds_out_a_seeded_disjoint_part(self):
         data = data_lib.load_dataset("synthetic", validation_split=0.25, seed=7)
         self.assertEqual(data.validation, "holdout")

@@ -169,6 +169,53 @@ class BadClusterInputTest(tf.test.TestCase):
                 self.assertStartsWith(error_lines(result)[0], f"error: {message}")
                 self.assertFalse(self.never.exists())
 
+    def test_tf_config_outside_what_the_strategy_runs(self):
+        """Issue 16: an integer address (AttributeError), a 'ps' task (ValueError deep in
+        TensorFlow) and a port past 65535 (OverflowError) were tracebacks, exit 1."""
+
+        def config(cluster, task_type="worker"):
+            return json.dumps({"cluster": cluster, "task": {"type": task_type, "index": 0}})
+
+        mwms = "MultiWorkerMirroredStrategy trains with 'worker' tasks (and at most one 'chief')"
+        cases = [
+            (config({"worker": [12345]}), "TF_CONFIG address 12345 is not host:port"),
+            (
+                config({"worker": ["127.0.0.1:1", 7]}),
+                "TF_CONFIG address 7 is not host:port",
+            ),
+            (
+                config({"worker": ["127.0.0.1:99999"]}),
+                "TF_CONFIG address '127.0.0.1:99999' has port 99999; ports are 1..65535",
+            ),
+            (
+                config({"worker": ["127.0.0.1:1"], "ps": ["127.0.0.1:2"]}, "ps"),
+                f"TF_CONFIG cluster has 'ps' tasks; {mwms}",
+            ),
+            (
+                config({"worker": ["127.0.0.1:1"], "evaluator": ["127.0.0.1:2"]}),
+                f"TF_CONFIG cluster has 'evaluator' tasks; {mwms}",
+            ),
+            (
+                config({"chief": ["127.0.0.1:1", "127.0.0.1:2"]}, "chief"),
+                "TF_CONFIG cluster has 2 'chief' tasks; at most 1",
+            ),
+        ]
+        for bad_config, message in cases:
+            with self.subTest(bad_config):
+                self.assert_bad_input(self.train(tf_config=bad_config), message)
+
+    def test_worker_hosts_port_outside_the_port_range(self):
+        """Issue 16: an OverflowError traceback from bind(), exit 1."""
+        for hosts, address in (
+            ("127.0.0.1:99999,127.0.0.1:2", "127.0.0.1:99999"),
+            ("127.0.0.1:1,127.0.0.1:0", "127.0.0.1:0"),
+        ):
+            self.assert_bad_input(
+                self.train(f"--worker_hosts={hosts}", "--task_index=0"),
+                f"worker address {address!r} has port {address.rpartition(':')[2]}; "
+                "ports are 1..65535",
+            )
+
     def test_bad_worker_hosts_or_task_index(self):
         hosts = "--worker_hosts=127.0.0.1:1,127.0.0.1:2"
         self.assert_bad_input(

@@ -1,16 +1,20 @@
 """One run per model_dir: the lock, restarts after a failed start, leftovers of dead
 writers, and the final save that a signal cannot cut."""
 
+import contextlib
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import tensorflow as tf
+from cli_util import error_lines, run_main
 
-from keras_mlp import reporting, run, run_dir
+from keras_mlp import reporting, run, run_dir, train
 from keras_mlp.config import RunConfig
 from keras_mlp.errors import TrainingInterrupted, UserError
 
@@ -120,6 +124,74 @@ class FinalSaveTest(tf.test.TestCase):
         self.assertEqual(caught.exception.signal_number, signal.SIGINT)
         self.assertIn("the run in runs/x is complete", str(caught.exception))
         self.assertIs(restored, signal.default_int_handler)  # the handler from before the save
+
+
+# A run small enough for a 400 KiB disk to fill at the third checkpoint (about 156 KiB
+# each) or, with one epoch, at the final export.
+QUICK = ("--dataset=synthetic", "--batch_size=64")
+NO_SPACE = (
+    r" \(No space left on device\); what was saved before is kept: make room \(or move "
+    r"the model_dir to a roomier disk\) and rerun the same command to resume"
+)
+
+
+class DiskFullTest(tf.test.TestCase):
+    """Issue 16: a full disk during a checkpoint or the final save was a traceback with
+    exit 1 (the divergence status). Now: one line naming the file and the cause, exit 3,
+    and the rerun with room resumes. On a real tmpfs of 400 KiB."""
+
+    @contextlib.contextmanager
+    def small_disk(self, size="400k"):
+        disk = Path(self.get_temp_dir()) / f"disk_{self.id().rsplit('.', 1)[1]}"
+        disk.mkdir(parents=True, exist_ok=True)
+        mount = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(disk)],
+            capture_output=True,
+            text=True,
+        )
+        if mount.returncode != 0:
+            self.skipTest(f"cannot mount a small tmpfs here (needs root): {mount.stderr.strip()}")
+        try:
+            yield disk
+        finally:
+            subprocess.run(["umount", str(disk)], check=True)
+
+    def assert_disk_full(self, result, path_pattern):
+        self.assertEqual(result.returncode, 3, result.stderr)
+        self.assertNotIn("Traceback", result.stderr)
+        self.assertLen(error_lines(result), 1, result.stderr)
+        self.assertRegex(error_lines(result)[0], f"^error: cannot write {path_pattern}{NO_SPACE}$")
+
+    def test_full_during_a_checkpoint_resumes_on_a_roomier_disk(self):
+        roomy = Path(self.get_temp_dir()) / "roomy"
+        shutil.rmtree(roomy, ignore_errors=True)
+        with self.small_disk() as disk:
+            result = run_main(train.main, *QUICK, "--epochs=3", f"--model_dir={disk / 'run'}")
+            checkpoints = re.escape(str(disk / "run" / "checkpoints"))
+            self.assert_disk_full(result, rf"{checkpoints}/ckpt-\d+")
+            shutil.copytree(disk / "run", roomy)  # what a user does: move the run
+        result = run_main(train.main, *QUICK, "--epochs=3", f"--model_dir={roomy}")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn(f"resuming from {roomy / 'checkpoints' / 'ckpt-62'}", result.stdout)
+        self.assertNotIn("epoch 2/3:", result.stdout)  # the saved epochs were kept
+        self.assertIn("epoch 3/3:", result.stdout)
+        history = json.loads((roomy / "metrics.json").read_text())["history"]
+        self.assertLen(history["loss"], 3)
+
+    def test_full_during_the_final_save_resumes_once_there_is_room(self):
+        with self.small_disk() as disk:
+            model_dir = disk / "run"
+            result = run_main(train.main, *QUICK, "--epochs=1", f"--model_dir={model_dir}")
+            outputs = "(model.keras|export|progress.png|metrics.json)"
+            self.assert_disk_full(result, rf"{re.escape(str(model_dir))}/{outputs}")
+            self.assertEqual([p.name for p in model_dir.glob(".*tmp*")], [])  # no half files
+            self.assertFalse((model_dir / "metrics.json").exists())
+            subprocess.run(["mount", "-o", "remount,size=4m", str(disk)], check=True)
+            result = run_main(train.main, *QUICK, "--epochs=1", f"--model_dir={model_dir}")
+            self.assertEqual(result.returncode, 0, result.stderr)
+            self.assertIn("all 1 epochs were done; writing the outputs", result.stdout)
+            self.assertTrue((model_dir / "export" / "saved_model.pb").exists())
+            self.assertTrue((model_dir / "metrics.json").exists())
 
 
 if __name__ == "__main__":

@@ -6,12 +6,15 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
+from cli_util import run_main
 from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
+from test_data import write_idx_set
 
+from keras_mlp import train as train_tool
 from keras_mlp.data import load_dataset
 from keras_mlp.models import build_model
-from keras_mlp.summaries import TensorBoardLogger, confusion_matrix
+from keras_mlp.summaries import MAX_CONFUSION_FIGURE_CLASSES, TensorBoardLogger, confusion_matrix
 from keras_mlp.training import Trainer
 
 
@@ -157,3 +160,36 @@ class SummariesTest(tf.test.TestCase):
 
 if __name__ == "__main__":
     tf.test.main()
+
+
+class ManyClassesTest(tf.test.TestCase):
+    def test_confusion_matrix_of_many_classes_is_counts_only(self):
+        """Issue 16: on 256 classes the confusion figure took 155 s and 5.4 GB per epoch.
+        Past MAX_CONFUSION_FIGURE_CLASSES classes it is logged as text only, and said so."""
+        classes = MAX_CONFUSION_FIGURE_CLASSES + 10
+        tmp = Path(self.get_temp_dir())
+        data_dir = write_idx_set(
+            tmp / "many", train=(4 * classes, 4, 4), test=(2 * classes, 4, 4), num_classes=classes
+        )
+        result = run_main(
+            train_tool.main,
+            f"--data_dir={data_dir}",
+            "--epochs=2",
+            "--batch_size=40",
+            "--image_summaries",
+            f"--model_dir={tmp / 'run'}",
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        note = (
+            f"note: {classes} classes: the confusion matrix is logged as counts only "
+            f"(TensorBoard's Text tab), no figure past {MAX_CONFUSION_FIGURE_CLASSES} classes"
+        )
+        self.assertEqual(result.stdout.splitlines().count(note), 1, result.stdout)
+        validation = _accumulator(tmp / "run" / "logs" / "validation")
+        tags = set(validation.Tags()["tensors"])
+        self.assertContainsSubset({"predictions", "confusion_matrix_counts"}, tags)
+        self.assertNotIn("confusion_matrix", tags)
+        counts = validation.Tensors("confusion_matrix_counts")
+        self.assertEqual([e.step for e in counts], [1, 2])
+        table = tf.make_ndarray(counts[-1].tensor_proto).item().decode()
+        self.assertLen(table.splitlines(), classes + 2)  # header, rule, a row per class
