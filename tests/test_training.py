@@ -159,7 +159,10 @@ class TrainerTest(tf.test.TestCase, parameterized.TestCase):
         session = plugin_data_pb2.HParamsPluginData.FromString(
             content["_hparams_/session_start_info"]
         ).session_start_info
-        self.assertEqual(set(session.hparams), set(config.hyperparameters()))
+        # Typed for comparing: the hidden layers as depth and width, the seed no column.
+        expected = set(config.hyperparameters()) - {"seed", "hidden_units"} | {"depth", "width"}
+        self.assertEqual(set(session.hparams), expected)
+        self.assertEqual(session.hparams["width"].number_value, config.hidden_units[0])
         self.assertNotIn("model_dir", session.hparams)
         experiment = plugin_data_pb2.HParamsPluginData.FromString(
             content["_hparams_/experiment"]
