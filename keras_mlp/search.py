@@ -30,6 +30,7 @@ from keras_mlp import cli, experiment, hparams, plots
 from keras_mlp.errors import UserError
 from keras_mlp.names import LR_SCHEDULES
 from keras_mlp.reporting import print_table, write_csv, write_json
+from keras_mlp.run_dir import DATA_KEY
 
 # Learning-rate ranges per optimizer: SGD and Adam live at different scales.
 LEARNING_RATES = {"sgd": (0.01, 0.5), "adam": (1e-4, 3e-3)}
@@ -267,10 +268,13 @@ def run_search(
             raise UserError(f"no trial of the search in {search_dir} finished; see results.csv")
         best = max(done, key=lambda r: r["val_accuracy"])
         test_accuracy = _retrain_best(search_dir, study.trials[best["number"]])
+    best_config = json.loads((search_dir / experiment.BEST / "run_config.json").read_text())
+    best_data = best_config.pop(DATA_KEY, None)  # the data it was retrained on, apart
     report = {
         "best_trial": best["number"],
         "best_validation_accuracy": best["val_accuracy"],
-        "best_config": json.loads((search_dir / experiment.BEST / "run_config.json").read_text()),
+        "best_config": best_config,
+        "best_data": best_data,
         "test_accuracy": test_accuracy,
         "trials": rows,
     }

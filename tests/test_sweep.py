@@ -604,11 +604,17 @@ def test_real_search_prunes_selects_on_holdout_and_tests_once(tmp_path):
     assert trial_metrics["final"]["validation"] == "holdout"
     assert trial_metrics["final"]["val_accuracy"] == best_row["val_accuracy"]
     trial_config = json.loads((search_dir / best_row["trial"] / "run_config.json").read_text())
+    trial_data = trial_config.pop("data")
     assert report["best_config"] == {
         **trial_config,
         "validation_split": 0.0,
         "model_dir": str(search_dir / "best"),
     }
+    # Retrained on the whole training set: the trial's part plus its hold-out.
+    assert report["best_data"]["train_examples"] == (
+        trial_data["train_examples"] + trial_data["validation_examples"]
+    )
+    assert report["best_data"]["validation"] == "test"
     best = json.loads((search_dir / "best" / "metrics.json").read_text())
     assert best["final"]["validation"] == "test"
     assert best["data"]["num_train_examples"] == 2000
