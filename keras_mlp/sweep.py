@@ -11,7 +11,8 @@ Flags after `--` go to every trial; `;` separates values that hold commas
 `--repeats=N` trains every grid point N times, with seeds seed..seed+N-1 (the
 trials' own --seed, default 0), so that differences can be told from noise.
 
-Rerunning a sweep skips the trials that finished; a failed trial is recorded
+`--dry_run` checks every trial's training flags and prints its command,
+training nothing. Rerunning a sweep skips the trials that finished; a failed trial is recorded
 as failed and the sweep goes on. Results: `results.csv` (every run),
 `summary.csv` (each grid point's mean and standard deviation over its seeds), a
 summary printed best first, `results.png` (error bars: one standard deviation),
@@ -22,6 +23,7 @@ import dataclasses
 import itertools
 import json
 import re
+import shlex
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -81,20 +83,31 @@ def trial_name(params):
     return "-".join(f"{k}={re.sub(r'[^A-Za-z0-9.]+', '_', v)}" for k, v in params.items())
 
 
+def trial_command(sweep_dir, params, train_args):
+    """The training command of one trial (a `keras_mlp.train` process)."""
+    return [
+        sys.executable,
+        "-m",
+        "keras_mlp.train",
+        *train_args,
+        *(f"--{k}={v}" for k, v in params.items()),
+        f"--model_dir={Path(sweep_dir) / trial_name(params)}",
+    ]
+
+
+def trial_list(grid, seeds=None):
+    """Every combination of `grid`'s values, once per seed in `seeds` when given."""
+    points = [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
+    return [{**p, "seed": str(seed)} for p in points for seed in seeds] if seeds else points
+
+
 def _run_trial(sweep_dir, params, train_args, timeout):
     """Runs one trial (or finds it finished); returns its results row."""
     name = trial_name(params)
     model_dir = Path(sweep_dir) / name
     row = {"trial": name, **params}
     if not (model_dir / "metrics.json").exists():
-        command = [
-            sys.executable,
-            "-m",
-            "keras_mlp.train",
-            *train_args,
-            *(f"--{k}={v}" for k, v in params.items()),
-            f"--model_dir={model_dir}",
-        ]
+        command = trial_command(sweep_dir, params, train_args)
         try:
             result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -122,8 +135,7 @@ def run_sweep(sweep_dir, grid, train_args, parallel=1, timeout=3600, verbose=Tru
     sweep_dir = Path(sweep_dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     write_hparams_experiment(sweep_dir, HYPERPARAMETERS)
-    points = [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
-    trials = [{**p, "seed": str(seed)} for p in points for seed in seeds] if seeds else points
+    trials = trial_list(grid, seeds)
     rows = []
     with (
         ThreadPoolExecutor(max_workers=parallel) as pool,
@@ -303,6 +315,12 @@ def define_flags(flag_values):
         "Runs per grid point, with seeds seed..seed+N-1 (seed: the trials' --seed, default 0).",
     )
     define(
+        flags.DEFINE_boolean,
+        "dry_run",
+        False,
+        "Check every trial's training flags and print its command; train nothing, write nothing.",
+    )
+    define(
         flags.DEFINE_float,
         "trial_timeout",
         3600,
@@ -326,6 +344,8 @@ def _sweep(flag_values, train_args):
             raise UserError("--repeats chooses the seeds: do not sweep --seed as well")
         first = base_config(train_args).seed
         seeds = range(first, first + flag_values.repeats)
+    if flag_values.dry_run:
+        return dry_run(flag_values.sweep_dir, grid, train_args, seeds)
     summary = run_sweep(
         flag_values.sweep_dir,
         grid,
@@ -342,6 +362,18 @@ def _sweep(flag_values, train_args):
         f"tensorboard --logdir {flag_values.sweep_dir} --host 127.0.0.1"
     )
     return 0 if any(e["done"] for e in summary) else 1
+
+
+def dry_run(sweep_dir, grid, train_args, seeds=None):
+    """Checks each trial's training flags (as a trial would, before TensorFlow runs)
+    and prints its command; trains and writes nothing. Returns 0."""
+    trials = trial_list(grid, seeds)
+    for params in trials:
+        command = trial_command(sweep_dir, params, train_args)
+        base_config(command[3:])
+        print(shlex.join(command))
+    print(f"{len(trials)} trials in {sweep_dir}; --dry_run: nothing trained")
+    return 0
 
 
 def base_config(train_args):

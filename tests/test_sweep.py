@@ -302,6 +302,27 @@ def test_repeats_refuse_a_seed_grid_and_bad_training_flags(tmp_path):
         assert not (tmp_path / "s").exists()
 
 
+def test_dry_run_checks_and_lists_every_trial_and_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(sweep.subprocess, "run", None)  # a trial started would fail here
+    sweep_dir = tmp_path / "dry"
+    grid = ("--grid=hidden_units=8,16", "--grid=learning_rate=0.1,0.3", "--repeats=2")
+    result = run_main(
+        sweep.main, f"--sweep_dir={sweep_dir}", *grid, "--dry_run", "--", "--dataset=synthetic"
+    )
+    assert result.returncode == 0, result.stderr
+    commands = [line for line in result.stdout.splitlines() if "keras_mlp.train" in line]
+    assert len(commands) == 8  # 2 x 2 points, 2 seeds each
+    assert f"--learning_rate=0.3 --seed=1 --model_dir={sweep_dir}/hidden_units=16-" in commands[-1]
+    assert "8 trials" in result.stdout
+    assert not sweep_dir.exists()
+    # A value no trial would accept is refused before any trial, dry or not.
+    result = run_main(
+        sweep.main, f"--sweep_dir={sweep_dir}", "--grid=learning_rate=0.1,-1", "--dry_run"
+    )
+    assert result.returncode == 2, result
+    assert "--learning_rate=-1.0 must be a positive finite number" in error_lines(result)[0]
+
+
 class _CsvDiesMidway(csv.DictWriter):
     """A CSV writer that dies (disk full) after the header and one row."""
 
