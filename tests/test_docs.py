@@ -309,8 +309,12 @@ class _Server:
         self.command, self.folder = command, folder
         self.port = int(command[-1].removeprefix("--port="))
         self.logdir = folder / _flag_value(command, "--logdir")
-        self.process = subprocess.Popen(
-            command, cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        self.process = subprocess.Popen(  # bounded even if this test process dies
+            ["timeout", str(BLOCK_TIMEOUT + 180), *command],
+            cwd=folder,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
 
     def runs(self):
@@ -335,8 +339,12 @@ class _Server:
         raise AssertionError(f"{shlex.join(self.command)} serves {listed}, not all of {written}")
 
     def stop(self):
-        self.process.kill()
-        self.process.wait(timeout=30)
+        self.process.terminate()  # `timeout` passes it on to the server
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=30)
 
 
 def _run(block, folder, env):
