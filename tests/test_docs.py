@@ -182,7 +182,7 @@ def python_script(text, used=None):
 
 def test_every_markdown_file_has_blocks_and_few_are_marked_not_to_run():
     files = {b.path for b in BLOCKS}
-    assert files == {"README.md", "docs/exercises.md"}, files
+    assert {"README.md", "docs/exercises.md"} <= files, files
     skipped = [b for b in BLOCKS if b.skip]
     print(f"{len(BLOCKS)} blocks, {len(skipped)} marked not to run")
     assert len(skipped) <= 2, [b.id for b in skipped]  # a mark is rare
