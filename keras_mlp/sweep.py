@@ -11,7 +11,9 @@ Flags after `--` go to every trial; `;` separates values that hold commas
 times, with seeds seed..seed+N-1 (the trials' own --seed, default 0). Every grid
 point's training flags are checked before the first trial starts.
 
-Rerunning the same command continues: finished trials are kept, a trial that
+`--dry_run` checks every trial's settings and prints its training command,
+running and writing nothing. Rerunning the same command continues: finished
+trials are kept, a trial that
 was stopped resumes from its checkpoint, a failed one is reported (with
 --retry_failed, run again). Ctrl-C or SIGTERM stops the sweep after the running
 trials have saved a checkpoint (exit 130 or 143). Results: `results.csv` (one row
@@ -23,6 +25,7 @@ mean, standard deviation and number of finished seeds), `results.png`,
 import dataclasses
 import itertools
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -285,6 +288,25 @@ def run_sweep(sweep_dir, grid, train_args, parallel=1, timeout=3600, verbose=Tru
     return summary
 
 
+def dry_run(grid, train_args, repeats):
+    """Checks every trial's settings as a sweep would and prints each trial's training
+    command; runs nothing and writes nothing. Returns the number of trials."""
+    grid = {k: list(v) for k, v in grid.items()}
+    seeds = seeds_of(grid, repeats, training_config(train_args))
+    points = list(grid_configs(grid, train_args))
+    for values in points:
+        for seed in seeds:
+            flag_args = [
+                *(f"--{k}={v}" for k, v in zip(grid, values, strict=True)),
+                f"--seed={seed}",
+            ]
+            print(shlex.join(["keras-mlp-train", *train_args, *flag_args]))
+    print(
+        f"{len(points) * len(seeds)} trials ({len(points)} grid points x {len(seeds)} seeds); none run"
+    )
+    return len(points) * len(seeds)
+
+
 def _quiet(trial):
     pass
 
@@ -325,6 +347,12 @@ def define_flags(flag_values):
         1,
         "Runs per grid point, with seeds seed..seed+N-1 (seed: the trials' --seed, default 0).",
     )
+    define(
+        flags.DEFINE_boolean,
+        "dry_run",
+        False,
+        "Check every trial's settings and print its training command; run and write nothing.",
+    )
     experiment.define_flags(flag_values)
 
 
@@ -334,6 +362,9 @@ def _sweep(flag_values, train_args):
         raise UserError(f"--repeats={flag_values.repeats} must be a positive integer")
     grid = parse_grid(flag_values.grid)
     base = [f"--flagfile={flag_values.base_flagfile}"] if flag_values.base_flagfile else []
+    if flag_values.dry_run:
+        dry_run(grid, [*base, *train_args], flag_values.repeats)
+        return 0
     summary = run_sweep(
         flag_values.sweep_dir,
         grid,

@@ -173,7 +173,9 @@ class Trainer:
             for `adamw`. Defaults to `0.0`.
         strategy: The `tf.distribute.Strategy`; create the model inside its
             `scope()`. Defaults to `None` (the default strategy).
-        model_dir: Where `checkpoints/` go; `None` keeps none. Defaults to `None`.
+        model_dir: Where `checkpoints/` go; `None` keeps none. `fit` creates it (on
+            the chief) before `on_train_begin`, so a callback may write there.
+            Defaults to `None`.
         seed: Seed of the data order. Defaults to `0`.
         steps_per_execution: Training steps per `tf.function` call; more means
             less Python overhead, fewer callback calls. Defaults to `50`.
@@ -273,6 +275,8 @@ class Trainer:
             print(
                 f"resuming from {resumed}: {_position(state, done, self.max_epochs, steps_per_epoch)}"
             )
+        if self.model_dir and self.strategy.extended.should_checkpoint:  # the chief's folder
+            tf.io.gfile.makedirs(self.model_dir)  # exists before a callback opens a file there
         callbacks = self._callback_list(model, checkpoints, state, steps_per_epoch)
         steps = _CompiledSteps(model, self.strategy, self.batch_size)
         train_iterator, val_dataset = self._datasets(data, first_epoch, done)

@@ -29,3 +29,18 @@ if os.environ.get("KERAS_MLP_FASHION_MNIST_DIR"):
 def pytest_collection_modifyitems(config, items):
     # tf.test.TestCase's deprecated `test_session` context manager is not a test.
     items[:] = [item for item in items if item.name != "test_session"]
+
+
+def pytest_terminal_summary(terminalreporter):
+    """How many documentation blocks ran and how many were skipped (tests/test_docs.py)."""
+    outcomes = {}
+    for outcome in ("passed", "failed", "skipped"):
+        for report in terminalreporter.stats.get(outcome, ()):
+            if "test_docs.py::test_block[" in report.nodeid:
+                outcomes.setdefault(outcome, set()).add(report.nodeid)
+    if outcomes:
+        run = len(outcomes.get("passed", ())) + len(outcomes.get("failed", ()))
+        terminalreporter.write_line(
+            f"documentation blocks: {run} run ({len(outcomes.get('failed', ()))} failed), "
+            f"{len(outcomes.get('skipped', ()))} skipped"
+        )

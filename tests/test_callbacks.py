@@ -111,6 +111,18 @@ class StockCallbacksTest(tf.test.TestCase):
         self.assertEqual([int(r["epoch"]) for r in rows], [0, 1])
         self.assertAllClose([float(r["val_loss"]) for r in rows], history["val_loss"])
 
+    def test_a_callback_may_write_into_a_model_dir_that_does_not_exist_yet(self):
+        # The README's library example: CSVLogger opens its file at on_train_begin,
+        # inside the model_dir the trainer was given (here two levels not yet there).
+        model_dir = Path(self.get_temp_dir()) / "runs" / "lib"
+        self.assertFalse(model_dir.parent.exists())
+        logger = keras.callbacks.CSVLogger(str(model_dir / "history.csv"))
+        _, _, history = _fit([logger], epochs=2, model_dir=str(model_dir))
+        with open(model_dir / "history.csv") as f:
+            rows = list(csv.DictReader(f))
+        self.assertAllClose([float(r["val_loss"]) for r in rows], history["val_loss"])
+        self.assertTrue((model_dir / "checkpoints").is_dir())
+
     def test_terminate_on_nan_stops_a_run_without_the_guard(self):
         trainer, _, history = _fit(
             [keras.callbacks.TerminateOnNaN()],

@@ -269,6 +269,28 @@ def test_grid_values_and_results_are_separate_columns(tmp_path, monkeypatch):
     assert "0.8000 ± 0.0000" in result.stdout
 
 
+def test_dry_run_checks_and_lists_every_trial_and_writes_nothing(tmp_path):
+    sweep_dir = tmp_path / "dry"
+    grid = ("--grid=hidden_units=8,16", "--grid=learning_rate=0.1,0.3", "--repeats=2")
+    result = run_main(
+        sweep.main, f"--sweep_dir={sweep_dir}", *grid, "--dry_run", "--", "--dataset=synthetic"
+    )
+    assert result.returncode == 0, result.stderr
+    commands = [line for line in result.stdout.splitlines() if line.startswith("keras-mlp-train")]
+    assert len(commands) == 8  # 2 x 2 points, 2 seeds each
+    assert commands[-1] == (
+        "keras-mlp-train --dataset=synthetic --hidden_units=16 --learning_rate=0.3 --seed=1"
+    )
+    assert "8 trials (4 grid points x 2 seeds); none run" in result.stdout
+    assert not sweep_dir.exists()
+    # A value no trial would accept is refused before any trial, dry or not.
+    result = run_main(
+        sweep.main, f"--sweep_dir={sweep_dir}", "--grid=learning_rate=0.1,-1", "--dry_run"
+    )
+    assert result.returncode == 2, result
+    assert "--learning_rate=-1.0 must be a positive finite number" in error_lines(result)[0]
+
+
 def test_rerun_keeps_finished_trials_even_with_a_damaged_metrics_file(tmp_path, monkeypatch):
     fake = _fake(monkeypatch, lambda c: ("done", c["hidden_units"][0] / 100, 1))
     sweep_dir = tmp_path / "sweep"
