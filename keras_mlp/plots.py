@@ -107,12 +107,14 @@ def _line(done, key):
         bottom = _clip(ax, means, stds, marked)
         for i in marked:
             ax.plot(positions[i], bottom, "v", color=OUTLIER, markersize=9, clip_on=False)
+            # Beside the marker, toward the plot's middle: clear of the axis labels.
+            inward = 1 if i < len(done) / 2 else -1
             ax.annotate(
                 f"{means[i]:.3f} ± {stds[i]:.3f}\n(below the axis)",
                 (positions[i], bottom),
                 textcoords="offset points",
-                xytext=(0, 10),
-                ha="center",
+                xytext=(8 * inward, 6),
+                ha="left" if inward > 0 else "right",
                 fontsize=7,
                 color=OUTLIER,
             )
