@@ -21,8 +21,7 @@ from keras_mlp import callbacks as callbacks_lib
 from keras_mlp import data as data_lib
 from keras_mlp.distribute import from_every_worker, summed_on_read
 from keras_mlp.errors import TrainingInterrupted, UserError
-from keras_mlp.names import OPTIMIZERS
-from keras_mlp.schedules import check_schedule, learning_rate_schedule
+from keras_mlp.optimizers import check_optimizer_name
 
 HISTORY_KEYS = (
     "loss",
@@ -157,20 +156,14 @@ class Trainer:
     Args:
         max_epochs: Epochs to train. Defaults to `10`.
         batch_size: Global batch size, split across all replicas. Defaults to `256`.
-        optimizer: A name from `OPTIMIZERS`. Defaults to `"sgd"`.
-        learning_rate: Optimizer learning rate (the peak, with a schedule).
-            Defaults to `0.1`.
-        lr_schedule: How the learning rate changes per training step, a name from
-            `LR_SCHEDULES` (see `learning_rate_schedule`); the epoch's last rate is
-            the `learning_rate` in the history. Defaults to `"constant"`.
-        warmup_epochs: Epochs of linear warm-up from 0 before the schedule.
-            Defaults to `0`.
-        weight_decay: Decoupled weight decay in the optimizer (Keras'
-            `weight_decay=`: each step, every kernel shrinks by
-            `learning_rate * weight_decay * W`; biases are not decayed). This is
-            the concise model's form; the scratch model's penalty is in its loss
-            (`model.losses`, added to each step's training loss). `0`: none, also
-            for `adamw`. Defaults to `0.0`.
+        optimizer: A `keras.optimizers.Optimizer` (a learning-rate schedule, weight
+            decay, a `LossScaleOptimizer` included) made inside `strategy.scope()`, or
+            a name from `OPTIMIZERS` (that optimizer with Keras' defaults, made at
+            `fit`, in a `LossScaleOptimizer` for a `mixed_float16` model as
+            `model.compile` does; an optimizer given is used as it is). Defaults to
+            `None`: SGD with learning rate 0.1, the chapter's.
+            `keras_mlp.optimizers.build_optimizer` makes the package's (schedules,
+            warm-up, decoupled decay of the kernels, loss scaling for float16).
         strategy: The `tf.distribute.Strategy`; create the model inside its
             `scope()`. Defaults to `None` (the default strategy).
         model_dir: Where `checkpoints/` go; `None` keeps none. `fit` creates it (on
@@ -202,11 +195,7 @@ class Trainer:
         *,
         max_epochs=10,
         batch_size=256,
-        optimizer="sgd",
-        learning_rate=0.1,
-        lr_schedule="constant",
-        warmup_epochs=0,
-        weight_decay=0.0,
+        optimizer=None,
         strategy=None,
         model_dir=None,
         seed=0,
@@ -218,18 +207,11 @@ class Trainer:
         divergence_factor=100.0,
         verbose=True,
     ):
-        if optimizer not in OPTIMIZERS:
-            raise UserError(
-                f"optimizer={optimizer!r} is not known; accepted: {', '.join(OPTIMIZERS)}"
-            )
+        if isinstance(optimizer, str):
+            check_optimizer_name(optimizer)  # now, not at fit
         self.max_epochs = max_epochs
         self.batch_size = batch_size
-        check_schedule(lr_schedule)  # now, not at fit
-        self.optimizer_name = optimizer
-        self.learning_rate = learning_rate
-        self.lr_schedule = lr_schedule
-        self.warmup_epochs = warmup_epochs
-        self.weight_decay = weight_decay
+        self.optimizer = optimizer
         self.strategy = strategy or tf.distribute.get_strategy()
         self.model_dir = model_dir
         self.seed = seed
@@ -267,7 +249,7 @@ class Trainer:
         self.check(model, data)
         steps_per_epoch = len(data.train_images) // self.batch_size
         # Where Keras callbacks look for it.
-        model.optimizer = self._make_optimizer(model, steps_per_epoch)
+        model.optimizer = self._optimizer(model)
         state = TrainState()
         checkpoints, resumed = self._restore(model, state)
         first_epoch, done = state.epochs_done, state.steps_into_epoch
@@ -382,28 +364,24 @@ class Trainer:
         ]
         return min(self.steps_per_execution, remaining, *(d for d in due if d))
 
-    def _make_optimizer(self, model, steps_per_epoch):
-        config = {
-            "learning_rate": learning_rate_schedule(
-                self.lr_schedule,
-                self.learning_rate,
-                steps_per_epoch=steps_per_epoch,
-                epochs=self.max_epochs,
-                warmup_epochs=self.warmup_epochs,
-            )
-        }
-        if self.weight_decay or self.optimizer_name == "adamw":  # AdamW's default is 0.004
-            config["weight_decay"] = self.weight_decay
+    def _optimizer(self, model):
+        """The optimizer `fit` uses: the one given, or one made from a name, built
+        inside the strategy's scope."""
+        optimizer = self.optimizer
         with self.strategy.scope():
-            optimizer = keras.optimizers.get({"class_name": self.optimizer_name, "config": config})
-            if self.weight_decay:  # kernels only, as the scratch model's penalty
-                biases = [v for v in model.trainable_variables if len(v.shape) < 2]
-                optimizer.exclude_from_weight_decay(var_list=biases)
-            if model.dtype_policy.name == "mixed_float16":
-                # float16 gradients underflow without loss scaling; bfloat16 needs none.
-                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-            # Without this, the first apply under a strategy fails (keras-team/keras#19246).
-            optimizer.build(model.trainable_variables)
+            if optimizer is None or isinstance(optimizer, str):
+                optimizer = keras.optimizers.get(
+                    optimizer or {"class_name": "sgd", "config": {"learning_rate": 0.1}}
+                )
+                if model.dtype_policy.name == "mixed_float16":  # as `model.compile` does
+                    optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+            elif not self.strategy.extended.variable_created_in_scope(optimizer.iterations.value):
+                raise ValueError(
+                    "create the optimizer inside `trainer.strategy.scope()` before fit"
+                )
+            if not optimizer.built:
+                # Without this, the first apply under a strategy fails (keras-team/keras#19246).
+                optimizer.build(model.trainable_variables)
         return optimizer
 
     def _callback_list(self, model, checkpoints, state, steps_per_epoch):

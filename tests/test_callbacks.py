@@ -9,6 +9,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
+from train_util import split_optimizer_settings, use_package_optimizer
 
 from keras_mlp import callbacks as callbacks_lib
 from keras_mlp.config import RunConfig
@@ -23,6 +24,7 @@ STEPS = 2000 // 64  # synthetic training set, batch 64
 
 def _fit(callbacks, epochs=3, model_dir=None, **kwargs):
     data = load_dataset("synthetic")
+    kwargs, optimizer_settings = split_optimizer_settings(kwargs)
     trainer = Trainer(
         max_epochs=epochs,
         batch_size=64,
@@ -33,6 +35,7 @@ def _fit(callbacks, epochs=3, model_dir=None, **kwargs):
     )
     keras.utils.set_random_seed(1)
     model = build_model("scratch", data.input_shape, data.num_classes, hidden_units=(16,))
+    use_package_optimizer(trainer, model, data, optimizer_settings)
     return trainer, model, trainer.fit(model, data)
 
 
