@@ -50,7 +50,7 @@ def configure_process(config):
     """Everything a run changes process-wide, in one place, before TensorFlow starts:
 
     - with `deterministic`: TensorFlow op determinism and pinned thread counts
-      (thread counts change the order of float sums; DESIGN.md fact 16);
+      (thread counts change the order of float sums; docs/design.md, "Determinism");
     - the Python, NumPy, TensorFlow and Keras seeds (`keras.utils.set_random_seed`);
     - the Keras dtype policy (`float32` or mixed precision).
     """

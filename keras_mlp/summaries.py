@@ -317,7 +317,7 @@ class TensorBoardLogger(Callback):
 
         Computed on this process alone (it writes only on the chief): in a cluster,
         reading a variable summed over workers would be a collective the others never
-        join (DESIGN.md fact 17)."""
+        join (docs/design.md, "Multi-worker collectives")."""
         data = self.data
         shown = data.val_images[:16]
         predicted = np.argmax(self.model(data_lib.scale(shown), training=False), axis=-1)
