@@ -12,13 +12,14 @@ stopping, a search's pruning) is a callback, not a line of the loop.
 import hashlib
 import json
 import time
+import types
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from keras_mlp import callbacks as callbacks_lib
-from keras_mlp import data as data_lib
+from keras_mlp import inputs as inputs_lib
 from keras_mlp.distribute import from_every_worker, summed_on_read
 from keras_mlp.errors import TrainingInterrupted, UserError
 from keras_mlp.optimizers import check_optimizer_name
@@ -145,13 +146,17 @@ class Trainer:
     the next step boundary and raise `TrainingInterrupted`; a non-finite loss or
     weight raises `TrainingDiverged` before anything bad is saved.
 
-    Callbacks see Keras' hooks: `on_train_begin` (when resuming, its logs are the
-    restored history: per-epoch lists keyed by `HISTORY_KEYS`), `on_epoch_begin/end` (epochs count from 0, logs
-    hold `HISTORY_KEYS`), `on_train_batch_begin/end` once per compiled chunk of
+    Callbacks see Keras' hooks: `on_train_begin` (logs: `resumed`, true when a
+    checkpoint was restored, and the restored history's per-epoch lists keyed by
+    `HISTORY_KEYS`; `params` also hold `resumed`, `history` and `initial_epoch`),
+    `on_epoch_begin/end` (epochs count from 0, logs hold `HISTORY_KEYS`), `on_train_batch_begin/end` once per compiled chunk of
     steps (batch: the step's index in the epoch; logs: the epoch's running
     `loss` and `accuracy`, and `step`, the global step count), `on_train_end`.
     A callback that sets `model.stop_training` ends training after the current
     epoch's evaluation, as in `fit`; `model.optimizer` is the optimizer in use.
+    Any callback with `steps_until_due(step)` or `close()` takes part in the
+    trainer's protocol (`keras_mlp.callbacks`: chunks end where it is due; `close`
+    runs on every exit).
 
     Args:
         max_epochs: Epochs to train. Defaults to `10`.
@@ -224,53 +229,61 @@ class Trainer:
         self.verbose = verbose
         self.stopped_early = False
 
-    def check(self, model, data):
-        """Raises if `fit(model, data)` cannot run: call it before creating outputs."""
+    def check(self, model, data, validation_data=None):
+        """Raises if `fit(model, data, validation_data)` cannot run: call it before
+        creating outputs. Returns the inputs `fit` reads (`inputs.adapt`)."""
         replicas = self.strategy.num_replicas_in_sync
         if self.batch_size % replicas:
             raise UserError(
                 f"batch_size={self.batch_size} must be divisible by the number of replicas ({replicas})"
             )
-        if len(data.train_images) < self.batch_size:
+        train, validation = inputs_lib.adapt(data, validation_data)
+        _check_steps(train, self.batch_size)
+        if self.checkpoint_every_steps and not train.exact_resume:
             raise UserError(
-                f"batch_size={self.batch_size} is larger than the training set ({len(data.train_images)} examples)"
+                f"checkpoint_every_steps={self.checkpoint_every_steps}: a tf.data Dataset or "
+                "dataset_fn resumes at epoch boundaries only, so checkpoints are kept at epoch "
+                "ends; train on arrays or a keras_mlp Dataset for mid-epoch checkpoints"
             )
         if not all(
             self.strategy.extended.variable_created_in_scope(v.value) for v in model.weights
         ):
             raise ValueError("create the model inside `trainer.strategy.scope()` before fit")
+        return train, validation
 
-    def fit(self, model, data):
-        """Trains `model` on `data` until `max_epochs` epochs are done (resuming if possible).
+    def fit(self, model, data, validation_data=None):
+        """Trains `model` until `max_epochs` epochs are done (resuming if possible).
+
+        The contract is sparse-label classification: the model outputs logits, the
+        labels are integer class indices, the loss is softmax cross-entropy.
+
+        Args:
+            model: A Keras model made inside `strategy.scope()`.
+            data: A keras_mlp `Dataset` (validated on its own validation split unless
+                `validation_data` is given), NumPy arrays `(x, y)`, a `tf.data.Dataset`
+                of single `(x, y)` examples (the trainer batches it), or a
+                `dataset_fn(input_context)` yielding per-replica batches (see
+                `keras_mlp.inputs`). Arrays and a `Dataset` resume exactly mid-epoch; a
+                `tf.data.Dataset` or `dataset_fn` at epoch boundaries.
+            validation_data: The same kinds, evaluated exactly at every epoch end.
+                Defaults to `None`: a `Dataset`'s own split, else no validation
+                (`val_loss` and `val_accuracy` are NaN).
 
         Returns:
             The history: a dict of per-epoch lists keyed by `HISTORY_KEYS`.
         """
-        self.check(model, data)
-        steps_per_epoch = len(data.train_images) // self.batch_size
-        # Where Keras callbacks look for it.
-        model.optimizer = self._optimizer(model)
-        state = TrainState()
-        checkpoints, resumed = self._restore(model, state)
-        first_epoch, done = state.epochs_done, state.steps_into_epoch
-        if resumed and self.verbose:
-            print(
-                f"resuming from {resumed}: {_position(state, done, self.max_epochs, steps_per_epoch)}"
-            )
-        if self.model_dir and self.strategy.extended.should_checkpoint:  # the chief's folder
-            tf.io.gfile.makedirs(self.model_dir)  # exists before a callback opens a file there
-        callbacks = self._callback_list(model, checkpoints, state, steps_per_epoch)
-        steps = _CompiledSteps(model, self.strategy, self.batch_size)
-        train_iterator, val_dataset = self._datasets(data, first_epoch, done)
+        run = self._prepare(model, data, validation_data)
+        callbacks, steps, state = run.callbacks, run.steps, run.state
         model.stop_training = self.stopped_early = False
-        logs = {}
+        logs, done = {}, state.steps_into_epoch
         try:
-            callbacks.on_train_begin(state.history if resumed else None)
-            for epoch in range(first_epoch, self.max_epochs):
+            # Keras flattens nested logs: the history's lists sit beside the flag.
+            callbacks.on_train_begin({"resumed": run.resumed, **state.history})
+            for epoch in range(state.epochs_done, self.max_epochs):
                 callbacks.on_epoch_begin(epoch)
                 start = time.perf_counter()
-                logs, steps_run = self._train_epoch(steps, train_iterator, state, callbacks, done)
-                logs.update(steps.evaluate(val_dataset))
+                logs, steps_run = self._train_epoch(steps, run.train, state, callbacks, done)
+                logs.update(steps.evaluate(run.validation))
                 logs.update(self._epoch_figures(model, time.perf_counter() - start, steps_run))
                 state.end_epoch(logs)
                 callbacks.on_epoch_end(epoch, logs)
@@ -280,14 +293,45 @@ class Trainer:
                     break
             callbacks.on_train_end(logs)
         except TrainingInterrupted as interrupted:
-            interrupted.checkpoint = checkpoints.save()  # resumable from exactly this step
+            # Resumable from exactly this step; data that resumes at epoch boundaries
+            # from the last epoch end.
+            exact = run.exact_resume
+            interrupted.checkpoint = run.checkpoints.save() if exact else run.checkpoints.latest
             raise
         finally:
             for callback in callbacks.callbacks:
-                if isinstance(callback, callbacks_lib.Callback):
-                    callback.close()
+                close = getattr(callback, "close", None)
+                if callable(close):
+                    close()
         self.tracing_counts = steps.tracing_counts()
         return state.history
+
+    def _prepare(self, model, data, validation_data):
+        """Everything `fit` loops over: optimizer set, checkpoint restored, pipelines
+        built, model_dir made, callbacks ready."""
+        train_input, validation_input = self.check(model, data, validation_data)
+        model.optimizer = self._optimizer(model)  # where Keras callbacks look for it
+        state = TrainState()
+        checkpoints, resumed = self._restore(model, state)
+        done = state.steps_into_epoch
+        train, validation = self._datasets(train_input, validation_input, state.epochs_done, done)
+        _check_steps(train_input, self.batch_size)  # a dataset_fn's length is known now
+        steps_per_epoch = train_input.steps_per_epoch(self.batch_size)
+        if resumed and self.verbose:
+            where = _position(state, done, self.max_epochs, steps_per_epoch)
+            print(f"resuming from {resumed}: {where}")
+        if self.model_dir and self.strategy.extended.should_checkpoint:  # the chief's folder
+            tf.io.gfile.makedirs(self.model_dir)  # exists before a callback opens a file there
+        return types.SimpleNamespace(
+            callbacks=self._callback_list(model, checkpoints, state, steps_per_epoch, resumed),
+            steps=_CompiledSteps(model, self.strategy, self.batch_size),
+            state=state,
+            checkpoints=checkpoints,
+            resumed=bool(resumed),
+            train=train,
+            validation=validation,
+            exact_resume=train_input.exact_resume,
+        )
 
     def _train_epoch(self, steps, iterator, state, callbacks, done):
         """Trains from step `done` to the end of the epoch (or a callback's stop) in
@@ -360,7 +404,7 @@ class Trainer:
         due = [
             c.steps_until_due(step)
             for c in callbacks.callbacks
-            if isinstance(c, callbacks_lib.Callback)
+            if callable(getattr(c, "steps_until_due", None))
         ]
         return min(self.steps_per_execution, remaining, *(d for d in due if d))
 
@@ -384,7 +428,7 @@ class Trainer:
                 optimizer.build(model.trainable_variables)
         return optimizer
 
-    def _callback_list(self, model, checkpoints, state, steps_per_epoch):
+    def _callback_list(self, model, checkpoints, state, steps_per_epoch, resumed):
         """The trainer's own callbacks first (guard, signal vote, checkpoints: a
         summary or a user's callback never runs ahead of the checkpoint), then the user's."""
         own = [callbacks_lib.SignalStop(), checkpoints]
@@ -397,26 +441,30 @@ class Trainer:
             own.append(callbacks_lib.ProgressLogger())
         # The trainer's own callbacks act per chunk (on_train_batch_end), so Keras calls
         # every callback synchronously, in this order.
-        return keras.callbacks.CallbackList(
-            [*own, *self.callbacks], model=model, epochs=self.max_epochs, steps=steps_per_epoch
+        callbacks = keras.callbacks.CallbackList([*own, *self.callbacks], model=model)
+        callbacks.set_params(
+            {
+                "epochs": self.max_epochs,
+                "steps": steps_per_epoch,
+                "verbose": 0,
+                "initial_epoch": state.epochs_done,
+                "resumed": bool(resumed),
+                "history": state.history,
+            }
         )
+        return callbacks
 
-    def _datasets(self, data, epoch, done):
-        """A training iterator from step `done` of `epoch` to the end, and the validation set."""
-        train_fn = data_lib.train_dataset_fn(
-            data.train_images,
-            data.train_labels,
-            self.batch_size,
-            self.seed,
-            start_epoch=epoch,
-            num_epochs=self.max_epochs - epoch,
-            skip_steps=done,
+    def _datasets(self, train, validation, epoch, done):
+        """A training iterator from step `done` of `epoch` to the end, and the
+        validation set (`None` without one)."""
+        train_fn = train.train_fn(
+            self.batch_size, self.seed, epoch, self.max_epochs - epoch, skip_steps=done
         )
-        val_fn = data_lib.eval_dataset_fn(data.val_images, data.val_labels, self.batch_size)
-        return (
-            iter(self.strategy.distribute_datasets_from_function(train_fn)),
-            self.strategy.distribute_datasets_from_function(val_fn),
+        distribute = self.strategy.distribute_datasets_from_function
+        val_dataset = (
+            None if validation is None else distribute(validation.eval_fn(self.batch_size))
         )
+        return iter(distribute(train_fn)), val_dataset
 
 
 class _CompiledSteps:
@@ -462,7 +510,9 @@ class _CompiledSteps:
         self.train_steps, self._evaluate = train_steps, evaluate
 
     def evaluate(self, dataset):
-        """`{"val_loss", "val_accuracy"}`, exact over the whole split."""
+        """`{"val_loss", "val_accuracy"}`, exact over the whole split (NaN without one)."""
+        if dataset is None:
+            return {"val_loss": float("nan"), "val_accuracy": float("nan")}
         self.val_totals.reset()
         self._evaluate(dataset)
         return {f"val_{key}": value for key, value in _means(self.val_totals.sums()).items()}
@@ -494,6 +544,15 @@ def _skip_together(optimizer, grads):
         else g * tf.where(any_bad, tf.constant(np.nan, g.dtype), tf.ones((), g.dtype))
         for g in grads
     ]
+
+
+def _check_steps(train, batch_size):
+    """Refuses training data without one full batch per epoch (a dataset_fn's length is
+    known once its pipelines are built: `None` before)."""
+    steps = train.steps_per_epoch(batch_size)
+    if steps is not None and steps < 1:
+        size = f"{train.count} examples" if train.count is not None else "not one full batch"
+        raise UserError(f"batch_size={batch_size} is larger than the training set ({size})")
 
 
 def _position(state, done, max_epochs, steps_per_epoch):
