@@ -18,7 +18,8 @@ from tensorboard.plugins.hparams import api as hp
 from keras_mlp import data as data_lib
 from keras_mlp import hparams as hparams_lib
 from keras_mlp.callbacks import Callback, steps_to_multiple
-from keras_mlp.training import HISTORY_KEYS, compute_loss
+from keras_mlp.steps import compute_loss
+from keras_mlp.training import HISTORY_KEYS
 
 # Per-epoch scalar tags, from history keys: (writer, tag).
 SCALARS = {

@@ -277,7 +277,7 @@ class TrainerTest(tf.test.TestCase, parameterized.TestCase):
             model.optimizer = build_optimizer(
                 model, lr_schedule="cosine", steps_per_epoch=10, epochs=10, strategy=strategy
             )
-            steps = training._CompiledSteps(model, strategy, global_batch=8)
+            steps = training.CompiledSteps(model, strategy, global_batch=8)
         finally:
             keras.mixed_precision.set_global_policy("float32")
         fine, huge = np.ones((4, 4), np.float32), np.full((4, 4), 6e4, np.float32)  # float16 max
