@@ -5,9 +5,20 @@ values, `SignalStop` turns SIGINT/SIGTERM into a clean stop that every worker
 agrees on, and `ProgressLogger` shows a progress bar and one line per epoch.
 (The TensorBoard callback is `summaries.TensorBoardLogger`.)
 
-Besides Keras' hooks, the package's callbacks may say when they must run
-(`steps_until_due`, so that a compiled chunk of steps ends there) and release
-what they hold (`close`, called by the trainer on every exit path).
+The trainer's callback protocol. Besides Keras' hooks, any callback (a plain
+`keras.callbacks.Callback` too: the trainer looks the methods up by name) may have
+
+- `steps_until_due(step)`: steps from global step `step` until the callback must see
+  a chunk end (`on_train_batch_end`); the trainer ends its compiled chunk of steps
+  there. `None` or `0`: no need.
+- `close()`: releases files, handlers or threads; called once on every exit from
+  `fit`, error or not.
+
+A resumed run is signalled explicitly: `on_train_begin`'s logs hold `resumed` (true
+when a checkpoint was restored) beside the restored history's per-epoch lists (keyed
+by `training.HISTORY_KEYS`; empty for a new run), and `self.params` holds `resumed`,
+`history` and `initial_epoch` (the first epoch this run trains) from then on.
+`Callback` below is a convenience base with both methods as no-ops.
 """
 
 import contextlib
@@ -29,7 +40,7 @@ from keras_mlp.reporting import WRITE_ERRORS
 
 
 class Callback(keras.callbacks.Callback):
-    """A Keras callback with the two extra hooks the trainer honours."""
+    """A Keras callback with the protocol's two methods as no-ops (module docstring)."""
 
     def steps_until_due(self, step):
         """Steps from global step `step` until this callback must see a chunk end; `None`: any."""

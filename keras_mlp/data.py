@@ -212,8 +212,34 @@ def scale(images):
     return tf.cast(images, tf.float32) / 255.0
 
 
+def _host_rows(arrays, rows):
+    """The rows `rows` (an index batch) of each of `arrays`, gathered on the host.
+
+    The arrays stay NumPy arrays in this process's memory, outside the pipeline's
+    graph: a graph constant would copy the whole set into every pipeline built (each
+    fit, each worker) and cannot exceed 2 GB (docs/design.md, "Input pipelines").
+    Only the order (indices) is computed in the graph.
+    """
+    gathered = tf.numpy_function(
+        lambda index: tuple(array[index] for array in arrays),
+        [rows],
+        [tf.as_dtype(array.dtype) for array in arrays],
+        stateful=False,
+    )
+    for array, part in zip(arrays, gathered, strict=True):
+        part.set_shape((rows.shape[0], *array.shape[1:]))
+    return gathered
+
+
 def train_dataset_fn(
-    images, labels, global_batch_size, seed, start_epoch, num_epochs, skip_steps=0
+    images,
+    labels,
+    global_batch_size,
+    seed,
+    start_epoch,
+    num_epochs,
+    skip_steps=0,
+    preprocess=scale,
 ):
     """A `dataset_fn` for `strategy.distribute_datasets_from_function`: training batches.
 
@@ -222,16 +248,18 @@ def train_dataset_fn(
     resumed run) without replaying earlier ones. The last partial batch of an
     epoch is dropped so that every step has the same shape on every replica;
     the reshuffle makes each epoch drop different examples. `skip_steps` skips
-    the first steps of `start_epoch`, to resume mid-epoch.
+    the first steps of `start_epoch`, to resume mid-epoch. The arrays stay in host
+    memory (`_host_rows`); `preprocess` is applied to each image batch (`scale`: uint8
+    to float32 in [0, 1]; `None`: the images as they are).
 
-    Yields `(images float32 (b, H, W) or (b, H, W, C), labels int32 (b,))` per replica,
-    epochs back to back.
+    Yields `(images (b, H, W) or (b, H, W, C), labels (b,))` per replica, epochs
+    back to back.
     """
     steps = len(images) // global_batch_size
+    images, labels = np.asarray(images), np.asarray(labels)
+    preprocess = preprocess or (lambda x: x)
 
     def dataset_fn(input_context):
-        images_t, labels_t = tf.constant(images), tf.constant(labels)
-
         def epoch_batches(epoch):
             order = tf.random.experimental.stateless_shuffle(
                 tf.range(len(images)), seed=tf.stack([tf.cast(seed, tf.int64), epoch])
@@ -239,54 +267,49 @@ def train_dataset_fn(
             order = tf.reshape(order[: steps * global_batch_size], (steps, global_batch_size))
             return tf.data.Dataset.from_tensor_slices(_pipeline_batches(order, input_context))
 
+        def batch(index):
+            x, y = _host_rows((images, labels), index)
+            return preprocess(x), y
+
         local_replicas = input_context.num_replicas_in_sync // input_context.num_input_pipelines
         return (
             tf.data.Dataset.range(start_epoch, start_epoch + num_epochs)
             .flat_map(epoch_batches)
             .skip(skip_steps * local_replicas)
-            .map(
-                lambda idx: (scale(tf.gather(images_t, idx)), tf.gather(labels_t, idx)),
-                num_parallel_calls=tf.data.AUTOTUNE,
-                deterministic=True,
-            )
+            .map(batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
             .prefetch(tf.data.AUTOTUNE)
         )
 
     return dataset_fn
 
 
-def eval_dataset_fn(images, labels, global_batch_size):
+def eval_dataset_fn(images, labels, global_batch_size, preprocess=scale):
     """A `dataset_fn` for evaluation: every example exactly once, in order.
 
-    The split is padded to whole global batches with examples of weight 0, so
-    all replicas run full batches and sums over weights give exact totals.
+    The split is padded to whole global batches with copies of its last example
+    weighted 0 (indices only: nothing is copied), so all replicas run full batches
+    and sums over weights give exact totals.
 
     Yields `(images, labels, weights float32 (b,))` per replica.
     """
-    steps = -(-len(images) // global_batch_size)
-    padding = steps * global_batch_size - len(images)
-    images = np.concatenate([images, np.zeros((padding, *images.shape[1:]), images.dtype)])
-    labels = np.concatenate([labels, np.zeros(padding, labels.dtype)])
-    weights = np.concatenate(
-        [np.ones(len(images) - padding, np.float32), np.zeros(padding, np.float32)]
-    )
+    count = len(images)
+    steps = -(-count // global_batch_size)
+    images, labels = np.asarray(images), np.asarray(labels)
+    preprocess = preprocess or (lambda x: x)
 
     def dataset_fn(input_context):
-        images_t, labels_t, weights_t = (
-            tf.constant(images),
-            tf.constant(labels),
-            tf.constant(weights),
-        )
-        order = tf.reshape(tf.range(len(images)), (steps, global_batch_size))
+        def batch(index):
+            x, y = _host_rows((images, labels), tf.minimum(index, count - 1))
+            return preprocess(x), y, tf.cast(index < count, tf.float32)
+
+        def step_batches(step):  # indices made per step: no index table in the graph
+            row = tf.range(global_batch_size, dtype=tf.int64) + step * global_batch_size
+            return tf.data.Dataset.from_tensor_slices(_pipeline_batches(row[None], input_context))
+
         return (
-            tf.data.Dataset.from_tensor_slices(_pipeline_batches(order, input_context))
-            .map(
-                lambda idx: (
-                    scale(tf.gather(images_t, idx)),
-                    tf.gather(labels_t, idx),
-                    tf.gather(weights_t, idx),
-                )
-            )
+            tf.data.Dataset.range(steps)
+            .flat_map(step_batches)
+            .map(batch)
             .prefetch(tf.data.AUTOTUNE)
         )
 

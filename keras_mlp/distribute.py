@@ -287,8 +287,8 @@ def is_chief(strategy):
 
 def summed_on_read(shape=(), dtype=tf.float32):
     """Numbers each replica updates locally; reading them sums over replicas and
-    workers (a collective: every worker must read them at the same points, DESIGN.md
-    fact 17). Create it inside the strategy's scope."""
+    workers (a collective: every worker must read them at the same points,
+    docs/design.md, "Multi-worker collectives"). Create it inside the strategy's scope."""
     return tf.Variable(
         tf.zeros(shape, dtype),
         trainable=False,

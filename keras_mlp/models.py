@@ -9,7 +9,7 @@ Regularisation comes in the same two styles. Dropout: the scratch model uses the
 hand-written `layers.Dropout`, the concise one `keras.layers.Dropout`, after each
 hidden activation. Weight decay: the scratch model writes the chapter's L2 penalty
 `lambd / 2 * sum ||W||^2` (kernels, not biases) into its loss (`model.losses`); the
-concise model leaves decay to its optimizer (`Trainer(weight_decay=...)`: Keras'
+concise model leaves decay to its optimizer (`optimizers.build_optimizer(weight_decay=...)`: Keras'
 decoupled weight decay, as in AdamW). With plain SGD the two are the same update;
 with an adaptive optimizer (Adam, RMSprop, ...) they are not: the penalty's gradient
 `lambd * W` is divided by the running gradient scale like any other gradient, so
@@ -253,7 +253,7 @@ def concise_mlp(
             `"default"`: Keras' Glorot uniform.
         dropout: Dropout rate after each hidden layer: one number for all or one per
             hidden layer; 0 adds no layer. Defaults to `0.0`. (Weight decay for this
-            model is the optimizer's: `Trainer(weight_decay=...)`.)
+            model is the optimizer's: `optimizers.build_optimizer(weight_decay=...)`.)
 
     Returns:
         A built `keras.Sequential` returning logits.
@@ -291,7 +291,7 @@ def build_model(
     """Builds the model called `name` (one of `MODELS`) for examples of `input_shape`.
 
     `weight_decay` is the scratch model's L2 penalty; the concise model takes weight
-    decay from its optimizer (`Trainer(weight_decay=...)`) and refuses it here.
+    decay from its optimizer (`optimizers.build_optimizer(weight_decay=...)`) and refuses it here.
     """
     settings = dict(
         hidden_units=hidden_units,
@@ -303,7 +303,8 @@ def build_model(
     if name == "concise" and weight_decay:
         raise ValueError(
             "The concise model decays its weights through the optimizer: give "
-            f"Trainer(weight_decay=...). Received: weight_decay={weight_decay!r}"
+            "keras_mlp.optimizers.build_optimizer(weight_decay=...). "
+            f"Received: weight_decay={weight_decay!r}"
         )
     if name == "scratch":
         model = MLPScratch(num_outputs, weight_decay=weight_decay, **settings)

@@ -20,6 +20,7 @@ from keras_mlp.data import load_dataset
 from keras_mlp.distribute import from_every_worker, get_strategy, is_chief
 from keras_mlp.errors import TrainingInterrupted, UserError
 from keras_mlp.models import build_model
+from keras_mlp.optimizers import build_optimizer
 from keras_mlp.summaries import TensorBoardLogger
 from keras_mlp.training import Trainer, weights_fingerprint
 
@@ -49,7 +50,7 @@ def configure_process(config):
     """Everything a run changes process-wide, in one place, before TensorFlow starts:
 
     - with `deterministic`: TensorFlow op determinism and pinned thread counts
-      (thread counts change the order of float sums; DESIGN.md fact 16);
+      (thread counts change the order of float sums; docs/design.md, "Determinism");
     - the Python, NumPy, TensorFlow and Keras seeds (`keras.utils.set_random_seed`);
     - the Keras dtype policy (`float32` or mixed precision).
     """
@@ -153,7 +154,7 @@ def build(config, strategy=None):
             initializer=config.initializer,
             dropout=config.dropout,
             # The scratch model writes weight decay into its loss; the concise model's is
-            # in its optimizer (make_trainer).
+            # in its optimizer (make_optimizer).
             weight_decay=config.weight_decay if config.model == "scratch" else 0.0,
         )
     return strategy, data, model
@@ -179,18 +180,29 @@ def check_memory(config, num_inputs, num_classes):
         )
 
 
-def make_trainer(config, strategy, model_dir, callbacks=(), verbose=True):
-    """The `Trainer` with `config`'s optimisation and checkpoint settings."""
+def make_optimizer(config, model, steps_per_epoch, strategy):
+    """The optimizer `config` asks for (`optimizers.build_optimizer`): its learning-rate
+    schedule and warm-up over the run's steps, and, for the concise model, decoupled
+    weight decay (the scratch model's is the L2 penalty in its loss: `build`)."""
+    return build_optimizer(
+        model,
+        config.optimizer,
+        config.learning_rate,
+        steps_per_epoch=steps_per_epoch,
+        epochs=config.epochs,
+        lr_schedule=config.lr_schedule,
+        warmup_epochs=config.warmup_epochs,
+        weight_decay=config.weight_decay if config.model == "concise" else 0.0,
+        strategy=strategy,
+    )
+
+
+def make_trainer(config, strategy, model_dir, optimizer, callbacks=(), verbose=True):
+    """The `Trainer` with `config`'s loop and checkpoint settings and `optimizer`."""
     return Trainer(
         max_epochs=config.epochs,
         batch_size=config.batch_size,
-        optimizer=config.optimizer,
-        learning_rate=config.learning_rate,
-        lr_schedule=config.lr_schedule,
-        warmup_epochs=config.warmup_epochs,
-        # Decoupled weight decay in the optimizer for the concise model; the scratch
-        # model's is the L2 penalty in its loss (build).
-        weight_decay=config.weight_decay if config.model == "concise" else 0.0,
+        optimizer=optimizer,
         strategy=strategy,
         model_dir=model_dir,
         seed=config.seed,
@@ -275,7 +287,11 @@ class _Start(contextlib.AbstractContextManager):
             _, self.data, self.model = build(config, strategy)
             own = run_callbacks(config, self.data, model_dir, self.chief, session_group)
             every_callback = [*own, *callbacks]
-            self.trainer = make_trainer(config, strategy, model_dir, every_callback, verbose)
+            steps_per_epoch = len(self.data.train_images) // config.batch_size
+            optimizer = make_optimizer(config, self.model, steps_per_epoch, strategy)
+            self.trainer = make_trainer(
+                config, strategy, model_dir, optimizer, every_callback, verbose
+            )
             self.trainer.check(self.model, self.data)
             if self.chief:
                 claim = run_dir.claim(model_dir, config, self.data.identity())

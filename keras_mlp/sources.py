@@ -320,7 +320,7 @@ def _read_set(keras_files, contents, where):
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 30.0
 # How often tensorflow-datasets tries each URL (its default, 10 with back-off, makes an
-# offline machine wait about 3.5 minutes; DESIGN.md fact 15).
+# offline machine wait about 3.5 minutes; docs/design.md, "tensorflow-datasets offline").
 TFDS_MAX_RETRIES = 2
 _STAGING = ".keras_mlp-download-"
 

@@ -18,7 +18,8 @@ from tensorboard.plugins.hparams import api as hp
 from keras_mlp import data as data_lib
 from keras_mlp import hparams as hparams_lib
 from keras_mlp.callbacks import Callback, steps_to_multiple
-from keras_mlp.training import compute_loss
+from keras_mlp.steps import compute_loss
+from keras_mlp.training import HISTORY_KEYS
 
 # Per-epoch scalar tags, from history keys: (writer, tag).
 SCALARS = {
@@ -204,8 +205,9 @@ class TensorBoardLogger(Callback):
                 f"{MAX_CONFUSION_FIGURE_CLASSES} classes",
                 flush=True,
             )
-        history = logs if logs and "loss" in logs else None  # a resumed run's history
-        if not history:
+        resumed = logs and logs.get("resumed")  # a resumed run's logs hold its history
+        history = {key: logs[key] for key in HISTORY_KEYS} if resumed else None
+        if history is None:
             values = hparams_lib.session_values(self.hparams)
             if self.session_group is None:
                 write_hparams_experiment(self.logs, list(values))
@@ -317,7 +319,7 @@ class TensorBoardLogger(Callback):
 
         Computed on this process alone (it writes only on the chief): in a cluster,
         reading a variable summed over workers would be a collective the others never
-        join (DESIGN.md fact 17)."""
+        join (docs/design.md, "Multi-worker collectives")."""
         data = self.data
         shown = data.val_images[:16]
         predicted = np.argmax(self.model(data_lib.scale(shown), training=False), axis=-1)

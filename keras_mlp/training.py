@@ -12,17 +12,23 @@ stopping, a search's pruning) is a callback, not a line of the loop.
 import hashlib
 import json
 import time
+import types
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from keras_mlp import callbacks as callbacks_lib
-from keras_mlp import data as data_lib
-from keras_mlp.distribute import from_every_worker, summed_on_read
+from keras_mlp import inputs as inputs_lib
+from keras_mlp.distribute import from_every_worker
 from keras_mlp.errors import TrainingInterrupted, UserError
-from keras_mlp.names import OPTIMIZERS
-from keras_mlp.schedules import check_schedule, learning_rate_schedule
+from keras_mlp.optimizers import check_optimizer_name
+from keras_mlp.steps import (  # noqa: F401  (compute_loss, replica_penalty: public here too)
+    CompiledSteps,
+    compute_loss,
+    means,
+    replica_penalty,
+)
 
 HISTORY_KEYS = (
     "loss",
@@ -34,56 +40,6 @@ HISTORY_KEYS = (
     "examples_per_second",
     "steps",  # the epoch's training steps: fewer than an epoch's when a callback cut it short
 )
-
-
-def compute_loss(model, images, labels, training):
-    """Per-example sparse softmax cross-entropy and the logits: the package's one loss,
-    used by training, evaluation and the gradient histograms alike."""
-    logits = tf.cast(model(images, training=training), tf.float32)  # mixed precision: 16-bit
-    return keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True), logits
-
-
-def replica_penalty(model):
-    """This replica's share of the model's penalties (`model.losses`: the scratch
-    model's L2 weight decay, any Keras regularizer), or `None` when it has none.
-
-    Each replica adds its share to its part of the loss and the optimizer sums the
-    replicas' gradients, so the penalty is divided by the replicas in sync to count
-    once (as `fit` does). Read it after calling the model: `add_loss` terms come from
-    the latest call. It enters the gradient only: the reported loss is the
-    cross-entropy alone, comparable across penalties and with the validation loss.
-    """
-    if not model.losses:
-        return None
-    return tf.nn.scale_regularization_loss(tf.add_n([tf.cast(x, tf.float32) for x in model.losses]))
-
-
-class _Totals:
-    """Sums of loss, correct predictions and examples, kept on the devices."""
-
-    def __init__(self):
-        self.variables = [summed_on_read() for _ in range(3)]
-
-    def add(self, per_example_loss, logits, labels, weights):
-        loss, correct, count = self.variables
-        predicted = tf.argmax(logits, axis=-1, output_type=labels.dtype)
-        loss.assign_add(tf.reduce_sum(per_example_loss * weights))
-        correct.assign_add(tf.reduce_sum(tf.cast(predicted == labels, tf.float32) * weights))
-        count.assign_add(tf.reduce_sum(weights))
-
-    def reset(self):
-        for variable in self.variables:
-            variable.assign(tf.zeros_like(variable))
-
-    def sums(self):
-        """`[loss sum, correct, count]` over everything added since the last reset."""
-        return np.array([float(v.read_value()) for v in self.variables])
-
-
-def _means(sums):
-    """`{"loss": mean loss, "accuracy": ...}` from `[loss sum, correct, count]`."""
-    count = max(sums[2], 1.0)
-    return {"loss": sums[0] / count, "accuracy": sums[1] / count}
 
 
 class TrainState:
@@ -146,31 +102,29 @@ class Trainer:
     the next step boundary and raise `TrainingInterrupted`; a non-finite loss or
     weight raises `TrainingDiverged` before anything bad is saved.
 
-    Callbacks see Keras' hooks: `on_train_begin` (when resuming, its logs are the
-    restored history: per-epoch lists keyed by `HISTORY_KEYS`), `on_epoch_begin/end` (epochs count from 0, logs
-    hold `HISTORY_KEYS`), `on_train_batch_begin/end` once per compiled chunk of
+    Callbacks see Keras' hooks: `on_train_begin` (logs: `resumed`, true when a
+    checkpoint was restored, and the restored history's per-epoch lists keyed by
+    `HISTORY_KEYS`; `params` also hold `resumed`, `history` and `initial_epoch`),
+    `on_epoch_begin/end` (epochs count from 0, logs hold `HISTORY_KEYS`), `on_train_batch_begin/end` once per compiled chunk of
     steps (batch: the step's index in the epoch; logs: the epoch's running
     `loss` and `accuracy`, and `step`, the global step count), `on_train_end`.
     A callback that sets `model.stop_training` ends training after the current
     epoch's evaluation, as in `fit`; `model.optimizer` is the optimizer in use.
+    Any callback with `steps_until_due(step)` or `close()` takes part in the
+    trainer's protocol (`keras_mlp.callbacks`: chunks end where it is due; `close`
+    runs on every exit).
 
     Args:
         max_epochs: Epochs to train. Defaults to `10`.
         batch_size: Global batch size, split across all replicas. Defaults to `256`.
-        optimizer: A name from `OPTIMIZERS`. Defaults to `"sgd"`.
-        learning_rate: Optimizer learning rate (the peak, with a schedule).
-            Defaults to `0.1`.
-        lr_schedule: How the learning rate changes per training step, a name from
-            `LR_SCHEDULES` (see `learning_rate_schedule`); the epoch's last rate is
-            the `learning_rate` in the history. Defaults to `"constant"`.
-        warmup_epochs: Epochs of linear warm-up from 0 before the schedule.
-            Defaults to `0`.
-        weight_decay: Decoupled weight decay in the optimizer (Keras'
-            `weight_decay=`: each step, every kernel shrinks by
-            `learning_rate * weight_decay * W`; biases are not decayed). This is
-            the concise model's form; the scratch model's penalty is in its loss
-            (`model.losses`, added to each step's training loss). `0`: none, also
-            for `adamw`. Defaults to `0.0`.
+        optimizer: A `keras.optimizers.Optimizer` (a learning-rate schedule, weight
+            decay, a `LossScaleOptimizer` included) made inside `strategy.scope()`, or
+            a name from `OPTIMIZERS` (that optimizer with Keras' defaults, made at
+            `fit`, in a `LossScaleOptimizer` for a `mixed_float16` model as
+            `model.compile` does; an optimizer given is used as it is). Defaults to
+            `None`: SGD with learning rate 0.1, the chapter's.
+            `keras_mlp.optimizers.build_optimizer` makes the package's (schedules,
+            warm-up, decoupled decay of the kernels, loss scaling for float16).
         strategy: The `tf.distribute.Strategy`; create the model inside its
             `scope()`. Defaults to `None` (the default strategy).
         model_dir: Where `checkpoints/` go; `None` keeps none. `fit` creates it (on
@@ -202,11 +156,7 @@ class Trainer:
         *,
         max_epochs=10,
         batch_size=256,
-        optimizer="sgd",
-        learning_rate=0.1,
-        lr_schedule="constant",
-        warmup_epochs=0,
-        weight_decay=0.0,
+        optimizer=None,
         strategy=None,
         model_dir=None,
         seed=0,
@@ -218,18 +168,11 @@ class Trainer:
         divergence_factor=100.0,
         verbose=True,
     ):
-        if optimizer not in OPTIMIZERS:
-            raise UserError(
-                f"optimizer={optimizer!r} is not known; accepted: {', '.join(OPTIMIZERS)}"
-            )
+        if isinstance(optimizer, str):
+            check_optimizer_name(optimizer)  # now, not at fit
         self.max_epochs = max_epochs
         self.batch_size = batch_size
-        check_schedule(lr_schedule)  # now, not at fit
-        self.optimizer_name = optimizer
-        self.learning_rate = learning_rate
-        self.lr_schedule = lr_schedule
-        self.warmup_epochs = warmup_epochs
-        self.weight_decay = weight_decay
+        self.optimizer = optimizer
         self.strategy = strategy or tf.distribute.get_strategy()
         self.model_dir = model_dir
         self.seed = seed
@@ -242,53 +185,61 @@ class Trainer:
         self.verbose = verbose
         self.stopped_early = False
 
-    def check(self, model, data):
-        """Raises if `fit(model, data)` cannot run: call it before creating outputs."""
+    def check(self, model, data, validation_data=None):
+        """Raises if `fit(model, data, validation_data)` cannot run: call it before
+        creating outputs. Returns the inputs `fit` reads (`inputs.adapt`)."""
         replicas = self.strategy.num_replicas_in_sync
         if self.batch_size % replicas:
             raise UserError(
                 f"batch_size={self.batch_size} must be divisible by the number of replicas ({replicas})"
             )
-        if len(data.train_images) < self.batch_size:
+        train, validation = inputs_lib.adapt(data, validation_data)
+        _check_steps(train, self.batch_size)
+        if self.checkpoint_every_steps and not train.exact_resume:
             raise UserError(
-                f"batch_size={self.batch_size} is larger than the training set ({len(data.train_images)} examples)"
+                f"checkpoint_every_steps={self.checkpoint_every_steps}: a tf.data Dataset or "
+                "dataset_fn resumes at epoch boundaries only, so checkpoints are kept at epoch "
+                "ends; train on arrays or a keras_mlp Dataset for mid-epoch checkpoints"
             )
         if not all(
             self.strategy.extended.variable_created_in_scope(v.value) for v in model.weights
         ):
             raise ValueError("create the model inside `trainer.strategy.scope()` before fit")
+        return train, validation
 
-    def fit(self, model, data):
-        """Trains `model` on `data` until `max_epochs` epochs are done (resuming if possible).
+    def fit(self, model, data, validation_data=None):
+        """Trains `model` until `max_epochs` epochs are done (resuming if possible).
+
+        The contract is sparse-label classification: the model outputs logits, the
+        labels are integer class indices, the loss is softmax cross-entropy.
+
+        Args:
+            model: A Keras model made inside `strategy.scope()`.
+            data: A keras_mlp `Dataset` (validated on its own validation split unless
+                `validation_data` is given), NumPy arrays `(x, y)`, a `tf.data.Dataset`
+                of single `(x, y)` examples (the trainer batches it), or a
+                `dataset_fn(input_context)` yielding per-replica batches (see
+                `keras_mlp.inputs`). Arrays and a `Dataset` resume exactly mid-epoch; a
+                `tf.data.Dataset` or `dataset_fn` at epoch boundaries.
+            validation_data: The same kinds, evaluated exactly at every epoch end.
+                Defaults to `None`: a `Dataset`'s own split, else no validation
+                (`val_loss` and `val_accuracy` are NaN).
 
         Returns:
             The history: a dict of per-epoch lists keyed by `HISTORY_KEYS`.
         """
-        self.check(model, data)
-        steps_per_epoch = len(data.train_images) // self.batch_size
-        # Where Keras callbacks look for it.
-        model.optimizer = self._make_optimizer(model, steps_per_epoch)
-        state = TrainState()
-        checkpoints, resumed = self._restore(model, state)
-        first_epoch, done = state.epochs_done, state.steps_into_epoch
-        if resumed and self.verbose:
-            print(
-                f"resuming from {resumed}: {_position(state, done, self.max_epochs, steps_per_epoch)}"
-            )
-        if self.model_dir and self.strategy.extended.should_checkpoint:  # the chief's folder
-            tf.io.gfile.makedirs(self.model_dir)  # exists before a callback opens a file there
-        callbacks = self._callback_list(model, checkpoints, state, steps_per_epoch)
-        steps = _CompiledSteps(model, self.strategy, self.batch_size)
-        train_iterator, val_dataset = self._datasets(data, first_epoch, done)
+        run = self._prepare(model, data, validation_data)
+        callbacks, steps, state = run.callbacks, run.steps, run.state
         model.stop_training = self.stopped_early = False
-        logs = {}
+        logs, done = {}, state.steps_into_epoch
         try:
-            callbacks.on_train_begin(state.history if resumed else None)
-            for epoch in range(first_epoch, self.max_epochs):
+            # Keras flattens nested logs: the history's lists sit beside the flag.
+            callbacks.on_train_begin({"resumed": run.resumed, **state.history})
+            for epoch in range(state.epochs_done, self.max_epochs):
                 callbacks.on_epoch_begin(epoch)
                 start = time.perf_counter()
-                logs, steps_run = self._train_epoch(steps, train_iterator, state, callbacks, done)
-                logs.update(steps.evaluate(val_dataset))
+                logs, steps_run = self._train_epoch(steps, run.train, state, callbacks, done)
+                logs.update(steps.evaluate(run.validation))
                 logs.update(self._epoch_figures(model, time.perf_counter() - start, steps_run))
                 state.end_epoch(logs)
                 callbacks.on_epoch_end(epoch, logs)
@@ -298,14 +249,45 @@ class Trainer:
                     break
             callbacks.on_train_end(logs)
         except TrainingInterrupted as interrupted:
-            interrupted.checkpoint = checkpoints.save()  # resumable from exactly this step
+            # Resumable from exactly this step; data that resumes at epoch boundaries
+            # from the last epoch end.
+            exact = run.exact_resume
+            interrupted.checkpoint = run.checkpoints.save() if exact else run.checkpoints.latest
             raise
         finally:
             for callback in callbacks.callbacks:
-                if isinstance(callback, callbacks_lib.Callback):
-                    callback.close()
+                close = getattr(callback, "close", None)
+                if callable(close):
+                    close()
         self.tracing_counts = steps.tracing_counts()
         return state.history
+
+    def _prepare(self, model, data, validation_data):
+        """Everything `fit` loops over: optimizer set, checkpoint restored, pipelines
+        built, model_dir made, callbacks ready."""
+        train_input, validation_input = self.check(model, data, validation_data)
+        model.optimizer = self._optimizer(model)  # where Keras callbacks look for it
+        state = TrainState()
+        checkpoints, resumed = self._restore(model, state)
+        done = state.steps_into_epoch
+        train, validation = self._datasets(train_input, validation_input, state.epochs_done, done)
+        _check_steps(train_input, self.batch_size)  # a dataset_fn's length is known now
+        steps_per_epoch = train_input.steps_per_epoch(self.batch_size)
+        if resumed and self.verbose:
+            where = _position(state, done, self.max_epochs, steps_per_epoch)
+            print(f"resuming from {resumed}: {where}")
+        if self.model_dir and self.strategy.extended.should_checkpoint:  # the chief's folder
+            tf.io.gfile.makedirs(self.model_dir)  # exists before a callback opens a file there
+        return types.SimpleNamespace(
+            callbacks=self._callback_list(model, checkpoints, state, steps_per_epoch, resumed),
+            steps=CompiledSteps(model, self.strategy, self.batch_size),
+            state=state,
+            checkpoints=checkpoints,
+            resumed=bool(resumed),
+            train=train,
+            validation=validation,
+            exact_resume=train_input.exact_resume,
+        )
 
     def _train_epoch(self, steps, iterator, state, callbacks, done):
         """Trains from step `done` to the end of the epoch (or a callback's stop) in
@@ -314,7 +296,7 @@ class Trainer:
         steps_per_epoch, first = callbacks.params["steps"], done
         offset = state.epoch_sums.numpy()  # sums of a cut epoch's first steps (resume)
         steps.train_totals.reset()
-        logs = {**_means(offset), "step": int(state.step.numpy())}
+        logs = {**means(offset), "step": int(state.step.numpy())}
         while done < steps_per_epoch and not callbacks.model.stop_training:
             chunk = self._chunk_size(callbacks, logs["step"], steps_per_epoch - done)
             callbacks.on_train_batch_begin(done, logs)
@@ -323,9 +305,9 @@ class Trainer:
             sums = offset + steps.train_totals.sums()
             state.step.assign_add(chunk)
             state.epoch_sums.assign(sums)
-            logs = {**_means(sums), "step": int(state.step.numpy())}
+            logs = {**means(sums), "step": int(state.step.numpy())}
             callbacks.on_train_batch_end(done - 1, logs)
-        return _means(offset + steps.train_totals.sums()), done - first
+        return means(offset + steps.train_totals.sums()), done - first
 
     def _epoch_figures(self, model, seconds, steps_run):
         return {
@@ -378,35 +360,31 @@ class Trainer:
         due = [
             c.steps_until_due(step)
             for c in callbacks.callbacks
-            if isinstance(c, callbacks_lib.Callback)
+            if callable(getattr(c, "steps_until_due", None))
         ]
         return min(self.steps_per_execution, remaining, *(d for d in due if d))
 
-    def _make_optimizer(self, model, steps_per_epoch):
-        config = {
-            "learning_rate": learning_rate_schedule(
-                self.lr_schedule,
-                self.learning_rate,
-                steps_per_epoch=steps_per_epoch,
-                epochs=self.max_epochs,
-                warmup_epochs=self.warmup_epochs,
-            )
-        }
-        if self.weight_decay or self.optimizer_name == "adamw":  # AdamW's default is 0.004
-            config["weight_decay"] = self.weight_decay
+    def _optimizer(self, model):
+        """The optimizer `fit` uses: the one given, or one made from a name, built
+        inside the strategy's scope."""
+        optimizer = self.optimizer
         with self.strategy.scope():
-            optimizer = keras.optimizers.get({"class_name": self.optimizer_name, "config": config})
-            if self.weight_decay:  # kernels only, as the scratch model's penalty
-                biases = [v for v in model.trainable_variables if len(v.shape) < 2]
-                optimizer.exclude_from_weight_decay(var_list=biases)
-            if model.dtype_policy.name == "mixed_float16":
-                # float16 gradients underflow without loss scaling; bfloat16 needs none.
-                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-            # Without this, the first apply under a strategy fails (keras-team/keras#19246).
-            optimizer.build(model.trainable_variables)
+            if optimizer is None or isinstance(optimizer, str):
+                optimizer = keras.optimizers.get(
+                    optimizer or {"class_name": "sgd", "config": {"learning_rate": 0.1}}
+                )
+                if model.dtype_policy.name == "mixed_float16":  # as `model.compile` does
+                    optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+            elif not self.strategy.extended.variable_created_in_scope(optimizer.iterations.value):
+                raise ValueError(
+                    "create the optimizer inside `trainer.strategy.scope()` before fit"
+                )
+            if not optimizer.built:
+                # Without this, the first apply under a strategy fails (keras-team/keras#19246).
+                optimizer.build(model.trainable_variables)
         return optimizer
 
-    def _callback_list(self, model, checkpoints, state, steps_per_epoch):
+    def _callback_list(self, model, checkpoints, state, steps_per_epoch, resumed):
         """The trainer's own callbacks first (guard, signal vote, checkpoints: a
         summary or a user's callback never runs ahead of the checkpoint), then the user's."""
         own = [callbacks_lib.SignalStop(), checkpoints]
@@ -419,103 +397,39 @@ class Trainer:
             own.append(callbacks_lib.ProgressLogger())
         # The trainer's own callbacks act per chunk (on_train_batch_end), so Keras calls
         # every callback synchronously, in this order.
-        return keras.callbacks.CallbackList(
-            [*own, *self.callbacks], model=model, epochs=self.max_epochs, steps=steps_per_epoch
+        callbacks = keras.callbacks.CallbackList([*own, *self.callbacks], model=model)
+        callbacks.set_params(
+            {
+                "epochs": self.max_epochs,
+                "steps": steps_per_epoch,
+                "verbose": 0,
+                "initial_epoch": state.epochs_done,
+                "resumed": bool(resumed),
+                "history": state.history,
+            }
         )
+        return callbacks
 
-    def _datasets(self, data, epoch, done):
-        """A training iterator from step `done` of `epoch` to the end, and the validation set."""
-        train_fn = data_lib.train_dataset_fn(
-            data.train_images,
-            data.train_labels,
-            self.batch_size,
-            self.seed,
-            start_epoch=epoch,
-            num_epochs=self.max_epochs - epoch,
-            skip_steps=done,
+    def _datasets(self, train, validation, epoch, done):
+        """A training iterator from step `done` of `epoch` to the end, and the
+        validation set (`None` without one)."""
+        train_fn = train.train_fn(
+            self.batch_size, self.seed, epoch, self.max_epochs - epoch, skip_steps=done
         )
-        val_fn = data_lib.eval_dataset_fn(data.val_images, data.val_labels, self.batch_size)
-        return (
-            iter(self.strategy.distribute_datasets_from_function(train_fn)),
-            self.strategy.distribute_datasets_from_function(val_fn),
+        distribute = self.strategy.distribute_datasets_from_function
+        val_dataset = (
+            None if validation is None else distribute(validation.eval_fn(self.batch_size))
         )
+        return iter(distribute(train_fn)), val_dataset
 
 
-class _CompiledSteps:
-    """The compiled training chunk and evaluation pass, built in one place."""
-
-    def __init__(self, model, strategy, global_batch):
-        with strategy.scope():
-            self.train_totals, self.val_totals = _Totals(), _Totals()
-        optimizer = model.optimizer
-        loss_scaling = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
-        agree_on_skips = loss_scaling and strategy.num_replicas_in_sync > 1
-
-        def train_step(images, labels):
-            with tf.GradientTape() as tape:
-                per_example, logits = compute_loss(model, images, labels, training=True)
-                # Each replica's share of the global-batch mean; the optimizer sums the
-                # replicas' gradients, so the loss is scaled exactly once.
-                loss = tf.reduce_sum(per_example) / global_batch
-                penalty = replica_penalty(model)  # weight decay in the loss (scratch model)
-                if penalty is not None:
-                    loss += penalty
-                scaled_loss = optimizer.scale_loss(loss)  # the loss itself unless loss scaling
-            grads = tape.gradient(scaled_loss, model.trainable_variables)
-            if agree_on_skips:
-                grads = _skip_together(optimizer, grads)
-            optimizer.apply(grads, model.trainable_variables)
-            self.train_totals.add(per_example, logits, labels, tf.ones_like(per_example))
-
-        def eval_step(images, labels, weights):
-            per_example, logits = compute_loss(model, images, labels, training=False)
-            self.val_totals.add(per_example, logits, labels, weights)
-
-        @tf.function
-        def train_steps(iterator, num_steps):
-            for _ in tf.range(num_steps):
-                strategy.run(train_step, args=next(iterator))
-
-        @tf.function
-        def evaluate(dataset):
-            for batch in dataset:
-                strategy.run(eval_step, args=batch)
-
-        self.train_steps, self._evaluate = train_steps, evaluate
-
-    def evaluate(self, dataset):
-        """`{"val_loss", "val_accuracy"}`, exact over the whole split."""
-        self.val_totals.reset()
-        self._evaluate(dataset)
-        return {f"val_{key}": value for key, value in _means(self.val_totals.sums()).items()}
-
-    def tracing_counts(self):
-        """How often each tf.function was traced: 1 each, or something retraces per call."""
-        return {
-            "train_steps": self.train_steps.experimental_get_tracing_count(),
-            "evaluate": self._evaluate.experimental_get_tracing_count(),
-        }
-
-
-def _skip_together(optimizer, grads):
-    """This replica's gradients, made non-finite when any replica's are.
-
-    Keras' `LossScaleOptimizer` skips a step (and halves its loss scale) when the
-    gradients it is handed are not finite, assuming they are already summed over the
-    replicas; here each replica hands over its own. Under MirroredStrategy it then
-    follows replica 0 alone (applying another replica's inf), and across workers each
-    would decide for itself. One all-reduced flag makes every replica decide alike;
-    finite gradients pass unchanged (multiplied by exactly 1).
-    """
-    context = tf.distribute.get_replica_context()
-    bad = tf.cast(tf.logical_not(optimizer.check_finite(grads)), tf.float32)
-    any_bad = context.all_reduce(tf.distribute.ReduceOp.SUM, bad) > 0
-    return [
-        None
-        if g is None
-        else g * tf.where(any_bad, tf.constant(np.nan, g.dtype), tf.ones((), g.dtype))
-        for g in grads
-    ]
+def _check_steps(train, batch_size):
+    """Refuses training data without one full batch per epoch (a dataset_fn's length is
+    known once its pipelines are built: `None` before)."""
+    steps = train.steps_per_epoch(batch_size)
+    if steps is not None and steps < 1:
+        size = f"{train.count} examples" if train.count is not None else "not one full batch"
+        raise UserError(f"batch_size={batch_size} is larger than the training set ({size})")
 
 
 def _position(state, done, max_epochs, steps_per_epoch):

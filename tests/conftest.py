@@ -12,7 +12,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402
 
 # Two logical CPU devices for every test: MirroredStrategy needs them split before
-# the runtime starts, which can happen only once per process (DESIGN.md fact 12).
+# the runtime starts, which can happen only once per process (docs/design.md, "Logical CPU devices").
 tf.config.set_logical_device_configuration(
     tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2
 )

@@ -9,6 +9,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
+from train_util import split_optimizer_settings, use_package_optimizer
 
 from keras_mlp import callbacks as callbacks_lib
 from keras_mlp.config import RunConfig
@@ -23,6 +24,7 @@ STEPS = 2000 // 64  # synthetic training set, batch 64
 
 def _fit(callbacks, epochs=3, model_dir=None, **kwargs):
     data = load_dataset("synthetic")
+    kwargs, optimizer_settings = split_optimizer_settings(kwargs)
     trainer = Trainer(
         max_epochs=epochs,
         batch_size=64,
@@ -33,6 +35,7 @@ def _fit(callbacks, epochs=3, model_dir=None, **kwargs):
     )
     keras.utils.set_random_seed(1)
     model = build_model("scratch", data.input_shape, data.num_classes, hidden_units=(16,))
+    use_package_optimizer(trainer, model, data, optimizer_settings)
     return trainer, model, trainer.fit(model, data)
 
 
@@ -169,6 +172,45 @@ class StockCallbacksTest(tf.test.TestCase):
         _fit([], epochs=2, model_dir=model_dir)  # resumed: its first chunk has a lower loss
         self.assertEqual(first_loss(), reference)
 
+    def test_a_plain_keras_callback_may_follow_the_trainers_protocol(self):
+        """No base class of this package: `steps_until_due` and `close` are found by
+        name, and `resumed` tells a new run from a resumed one."""
+
+        class EveryFive(keras.callbacks.Callback):
+            def __init__(self, fail=False):
+                super().__init__()
+                self.steps, self.closed, self.resumed, self.fail = [], 0, None, fail
+
+            def steps_until_due(self, step):
+                return 5 - step % 5
+
+            def on_train_begin(self, logs=None):
+                self.resumed = (logs["resumed"], self.params["resumed"])
+
+            def on_train_batch_end(self, batch, logs=None):
+                self.steps.append(logs["step"])
+                if self.fail:
+                    raise RuntimeError("boom")
+
+            def close(self):
+                self.closed += 1
+
+        model_dir = self.get_temp_dir()
+        first = EveryFive()
+        _fit([first], epochs=1, model_dir=model_dir, steps_per_execution=50)
+        # The guard's one-step first chunk, then chunks ending at every fifth step, and
+        # the epoch's end (31).
+        self.assertEqual(first.steps, [1, 5, 10, 15, 20, 25, 30, 31])
+        self.assertEqual((first.closed, first.resumed), (1, (False, False)))
+        again = EveryFive()
+        _fit([again], epochs=2, model_dir=model_dir, steps_per_execution=50)
+        self.assertEqual(again.resumed, (True, True))
+        self.assertEqual(again.steps[:2], [35, 40])
+        failing = EveryFive(fail=True)
+        with self.assertRaisesRegex(RuntimeError, "boom"):
+            _fit([failing], epochs=1, steps_per_execution=50)
+        self.assertEqual(failing.closed, 1)  # on every exit path
+
     def test_lambda_callback(self):
         seen = []
         callback = keras.callbacks.LambdaCallback(
@@ -193,7 +235,12 @@ class StockCallbacksTest(tf.test.TestCase):
         _, _, history = _fit([recorder], epochs=3, model_dir=model_dir)
         self.assertLen(history["loss"], 3)
         self.assertEqual([e for kind, e, _ in recorder.calls if kind == "epoch_begin"], [2])
-        self.assertLen(recorder.calls[0][2]["loss"], 2)  # on_train_begin: the restored history
+        begin = recorder.calls[0][2]  # on_train_begin: resumed, with the restored history
+        self.assertTrue(begin["resumed"])
+        self.assertLen(begin["loss"], 2)
+        self.assertTrue(recorder.params["resumed"])
+        self.assertLen(recorder.params["history"]["loss"], 2)
+        self.assertEqual(recorder.params["initial_epoch"], 2)
 
     def test_a_run_stopped_early_is_complete_and_says_so(self):
         class StopAfterFirstEpoch(keras.callbacks.Callback):

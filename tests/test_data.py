@@ -252,6 +252,25 @@ class PipelineTest(tf.test.TestCase):
         self.assertEqual(sorted(seen), list(range(self.n)))
         self.assertEqual(total_weight, self.n)
 
+    def test_the_pipeline_graphs_do_not_grow_with_the_data(self):
+        """The arrays stay in host memory, out of the pipelines' graphs: a graph
+        constant would copy the set into every pipeline and stop at 2 GB."""
+        policy = tf.data.experimental.ExternalStatePolicy.IGNORE
+
+        def graph_bytes(n):
+            images, labels = np.zeros((n, 8, 8), np.uint8), np.zeros(n, np.int32)
+            train = data_lib.train_dataset_fn(images, labels, 20, 0, 0, 1)
+            val = data_lib.eval_dataset_fn(images, labels, 20)
+            return [
+                len(fn(tf.distribute.InputContext())._as_serialized_graph(policy).numpy())
+                for fn in (train, val)
+            ]
+
+        small, large = graph_bytes(1_000), graph_bytes(100_000)  # 64 KB and 6.4 MB of images
+        for a, b in zip(small, large, strict=True):
+            self.assertLess(b, 20_000)
+            self.assertLess(abs(b - a), 100)
+
 
 if __name__ == "__main__":
     tf.test.main()

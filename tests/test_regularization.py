@@ -13,6 +13,7 @@ from absl import flags
 from absl.testing import parameterized
 from cli_util import run_main
 from test_training import scalars
+from train_util import split_optimizer_settings, use_package_optimizer
 
 from keras_mlp import cli, search
 from keras_mlp import train as train_tool
@@ -21,6 +22,7 @@ from keras_mlp.data import load_dataset
 from keras_mlp.distribute import get_strategy
 from keras_mlp.errors import UserError
 from keras_mlp.models import build_model
+from keras_mlp.optimizers import build_optimizer
 from keras_mlp.run import train
 from keras_mlp.schedules import Warmup, learning_rate_schedule
 from keras_mlp.training import Trainer
@@ -40,6 +42,7 @@ def _fit(
     model and history."""
     data = load_dataset("synthetic")
     trainer_kwargs = {"max_epochs": 1, "batch_size": 64, "verbose": False, **trainer_kwargs}
+    trainer_kwargs, optimizer_settings = split_optimizer_settings(trainer_kwargs)
     trainer = Trainer(strategy=get_strategy(strategy, num_gpus=0), **trainer_kwargs)
     keras.utils.set_random_seed(seed)
     with trainer.strategy.scope():
@@ -51,6 +54,7 @@ def _fit(
         )
     if weights is not None:
         model.set_weights(weights)
+    use_package_optimizer(trainer, model, data, optimizer_settings)
     return model, trainer.fit(model, data)
 
 
@@ -363,9 +367,10 @@ class PlateauAndSettingsTest(tf.test.TestCase, parameterized.TestCase):
                 max_epochs=10,
             )
 
-    def test_trainer_refuses_an_unknown_schedule_when_made(self):
+    def test_the_package_optimizer_refuses_an_unknown_schedule(self):
+        model = build_model("concise", (4,), 3)
         with self.assertRaisesRegex(UserError, "lr_schedule='linear' is not known; accepted: "):
-            Trainer(lr_schedule="linear")
+            build_optimizer(model, lr_schedule="linear", steps_per_epoch=1, epochs=1)
 
     def test_adamw_decays_only_when_asked(self):
         # AdamW's own default (0.004) does not apply: --weight_decay is the one setting.

@@ -445,7 +445,7 @@ class TrainedRunTest(tf.test.TestCase):
 # for 3 of the 6 seeds, as accuracy still rises at epoch 10. So the check is on the final
 # epoch of a chosen seed: seed 3 gave 0.8542 (scratch; epoch 9: 0.8499) and 0.8627
 # (concise), margins 0.004 and 0.013. Results differ across machines and thread counts
-# (DESIGN.md fact 16); on another machine expect the same range, not the same digits.
+# (docs/design.md, "Determinism"); on another machine expect the same range, not the same digits.
 REAL_DATA_SEED = 3
 
 

@@ -10,6 +10,7 @@ import tensorflow as tf
 from absl.testing import parameterized
 from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
+from train_util import split_optimizer_settings, use_package_optimizer
 
 from keras_mlp import training
 from keras_mlp.config import RunConfig
@@ -17,12 +18,16 @@ from keras_mlp.data import load_dataset
 from keras_mlp.distribute import get_strategy
 from keras_mlp.errors import TrainingDiverged, UserError
 from keras_mlp.models import build_model
+from keras_mlp.optimizers import build_optimizer
 from keras_mlp.run import train
 from keras_mlp.training import HISTORY_KEYS, Trainer, TrainState
+
+STEPS = 2000 // 64  # synthetic training set, batch 64
 
 
 def _train(strategy_name, model_name="scratch", epochs=1, batch_size=64, model_dir=None, **kwargs):
     data = load_dataset("synthetic")
+    kwargs, optimizer_settings = split_optimizer_settings(kwargs)
     trainer = Trainer(
         max_epochs=epochs,
         batch_size=batch_size,
@@ -34,6 +39,7 @@ def _train(strategy_name, model_name="scratch", epochs=1, batch_size=64, model_d
     keras.utils.set_random_seed(1)
     with trainer.strategy.scope():
         model = build_model(model_name, data.input_shape, data.num_classes, hidden_units=(32,))
+    use_package_optimizer(trainer, model, data, optimizer_settings)
     history = trainer.fit(model, data)
     return model, history
 
@@ -268,9 +274,10 @@ class TrainerTest(tf.test.TestCase, parameterized.TestCase):
         try:
             with strategy.scope():
                 model = build_model("concise", (4,), 3, hidden_units=(8,))
-            trainer = Trainer(strategy=strategy, batch_size=8, lr_schedule="cosine", verbose=False)
-            model.optimizer = trainer._make_optimizer(model, steps_per_epoch=10)
-            steps = training._CompiledSteps(model, strategy, global_batch=8)
+            model.optimizer = build_optimizer(
+                model, lr_schedule="cosine", steps_per_epoch=10, epochs=10, strategy=strategy
+            )
+            steps = training.CompiledSteps(model, strategy, global_batch=8)
         finally:
             keras.mixed_precision.set_global_policy("float32")
         fine, huge = np.ones((4, 4), np.float32), np.full((4, 4), 6e4, np.float32)  # float16 max
@@ -295,13 +302,11 @@ class TrainerTest(tf.test.TestCase, parameterized.TestCase):
         self.assertNotAllClose(model.get_weights()[0], before[0])
         self.assertLess(float(model.optimizer.learning_rate), first_rate)  # the schedule moved
 
-    def test_optimizer_is_chosen_by_name(self):
+    def test_optimizer_is_chosen_by_name_with_keras_defaults(self):
         data = load_dataset("synthetic")
         weights = {}
-        for name, rate in (("sgd", 0.1), ("adam", 1e-3), ("rmsprop", 1e-3)):
-            trainer = Trainer(
-                max_epochs=1, batch_size=64, optimizer=name, learning_rate=rate, verbose=False
-            )
+        for name, rate in (("sgd", 0.01), ("adam", 1e-3), ("rmsprop", 1e-3)):
+            trainer = Trainer(max_epochs=1, batch_size=64, optimizer=name, verbose=False)
             keras.utils.set_random_seed(1)
             model = build_model("scratch", data.input_shape, data.num_classes, hidden_units=(32,))
             history = trainer.fit(model, data)
@@ -311,6 +316,25 @@ class TrainerTest(tf.test.TestCase, parameterized.TestCase):
             weights[name] = model.get_weights()[0]
         self.assertNotAllClose(weights["sgd"], weights["adam"])
         self.assertNotAllClose(weights["adam"], weights["rmsprop"])
+
+    def test_takes_a_keras_optimizer_with_its_schedule(self):
+        data = load_dataset("synthetic")
+        strategy = get_strategy("mirrored", num_gpus=0)
+        with strategy.scope():
+            model = build_model("concise", data.input_shape, data.num_classes, hidden_units=(8,))
+            schedule = keras.optimizers.schedules.ExponentialDecay(0.05, STEPS, 0.5)
+            optimizer = keras.optimizers.Adam(learning_rate=schedule)
+        trainer = Trainer(
+            max_epochs=2, batch_size=64, optimizer=optimizer, strategy=strategy, verbose=False
+        )
+        history = trainer.fit(model, data)
+        self.assertIs(model.optimizer, optimizer)
+        self.assertEqual(int(optimizer.iterations.numpy()), 2 * STEPS)
+        self.assertAllClose(history["learning_rate"], [0.025, 0.0125])
+        with self.assertRaisesRegex(ValueError, "create the optimizer inside"):
+            Trainer(optimizer=keras.optimizers.SGD(), strategy=strategy, verbose=False).fit(
+                model, data
+            )
 
 
 if __name__ == "__main__":
