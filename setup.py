@@ -21,7 +21,7 @@ setup(
         "pillow",  # images for keras_mlp.predict
     ],
     extras_require={
-        "test": ["pytest", "ruff"],
+        "test": ["pytest", "pytest-xdist", "ruff"],  # xdist: both tiers run on 2 processes
         # TensorBoard's Profile tab (the --profile_steps traces are invisible without it).
         "profile": ["tensorboard-plugin-profile"],
     },
