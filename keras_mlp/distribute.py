@@ -151,9 +151,8 @@ class ClusterWaitInterrupted(TrainingInterrupted):
 
 
 def _answers(address):
-    host, _, port = address.rpartition(":")
     try:
-        socket.create_connection((host, int(port)), timeout=1).close()
+        socket.create_connection(_check_address(address), timeout=1).close()
         return True
     except OSError:
         return False
@@ -173,7 +172,6 @@ def _await_peers(resolver, timeout):
     spec = resolver.cluster_spec().as_dict()
     mine = spec[resolver.task_type][resolver.task_id]
     peers = [a for addresses in spec.values() for a in addresses if a != mine]
-    host, _, port = mine.rpartition(":")
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     deadline = time.monotonic() + timeout
@@ -182,7 +180,7 @@ def _await_peers(resolver, timeout):
         raise ClusterWaitInterrupted(signal_number, step=0)
 
     try:
-        listener.bind((host, int(port)))
+        listener.bind(_check_address(mine))
         listener.listen(len(peers) + 1)
         with signals.handled(stop):
             told = False

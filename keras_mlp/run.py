@@ -132,9 +132,8 @@ def make_strategy(config):
     )
 
 
-def build(config, strategy=None):
-    """The strategy, data and model that `config` describes."""
-    strategy = strategy or make_strategy(config)
+def build(config, strategy):
+    """The data and model that `config` describes, the model made in `strategy`'s scope."""
     data = load_dataset(
         config.dataset,
         data_dir=config.data_dir,
@@ -157,7 +156,7 @@ def build(config, strategy=None):
             # in its optimizer (make_optimizer).
             weight_decay=config.weight_decay if config.model == "scratch" else 0.0,
         )
-    return strategy, data, model
+    return data, model
 
 
 # float32 copies of the weights a training step holds at once: the weights, their
@@ -284,7 +283,7 @@ class _Start(contextlib.AbstractContextManager):
         self._stack = contextlib.ExitStack()
         failure = None
         try:
-            _, self.data, self.model = build(config, strategy)
+            self.data, self.model = build(config, strategy)
             own = run_callbacks(config, self.data, model_dir, self.chief, session_group)
             every_callback = [*own, *callbacks]
             steps_per_epoch = len(self.data.train_images) // config.batch_size
