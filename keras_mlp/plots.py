@@ -240,25 +240,7 @@ def plot_search(path, rows, best=None, test_accuracy=None):
             label="best so far",
         )
     if best is not None:
-        ax.scatter(
-            [best["number"]],
-            [best["val_accuracy"]],
-            marker="*",
-            s=220,
-            color="gold",
-            edgecolor="black",
-            zorder=3,
-        )
-        shown = f"{best['trial']}: validation {best['val_accuracy']:.4f}"
-        if test_accuracy is not None:
-            shown += f"\nretrained, test accuracy {test_accuracy:.4f}"
-        ax.annotate(
-            shown,
-            (best["number"], best["val_accuracy"]),
-            xytext=(8, -24),
-            textcoords="offset points",
-            fontsize=8,
-        )
+        _mark_winner(ax, best, test_accuracy)
     ax.set_ylim(bottom, None)
     ax.set_xlabel("trial")
     ax.set_ylabel("validation accuracy (held-out split, last epoch run)")
@@ -267,3 +249,26 @@ def plot_search(path, rows, best=None, test_accuracy=None):
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
     save_figure(fig, path, dpi=110)
+
+
+def _mark_winner(ax, best, test_accuracy):
+    """The search's winner as a star, with its validation and test accuracy beside it."""
+    ax.scatter(
+        [best["number"]],
+        [best["val_accuracy"]],
+        marker="*",
+        s=220,
+        color="gold",
+        edgecolor="black",
+        zorder=3,
+    )
+    shown = f"{best['trial']}: validation {best['val_accuracy']:.4f}"
+    if test_accuracy is not None:
+        shown += f"\nretrained, test accuracy {test_accuracy:.4f}"
+    ax.annotate(
+        shown,
+        (best["number"], best["val_accuracy"]),
+        xytext=(8, -24),
+        textcoords="offset points",
+        fontsize=8,
+    )

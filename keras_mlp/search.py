@@ -268,8 +268,14 @@ def run_search(
             raise UserError(f"no trial of the search in {search_dir} finished; see results.csv")
         best = max(done, key=lambda r: r["val_accuracy"])
         test_accuracy = _retrain_best(search_dir, study.trials[best["number"]])
+    return _write_report(search_dir, rows, best, test_accuracy, verbose)
+
+
+def _write_report(search_dir, rows, best, test_accuracy, verbose):
+    """best.json (the winner's config and the data it was retrained on, apart), the
+    search plot, and the printed report; returns the report."""
     best_config = json.loads((search_dir / experiment.BEST / "run_config.json").read_text())
-    best_data = best_config.pop(DATA_KEY, None)  # the data it was retrained on, apart
+    best_data = best_config.pop(DATA_KEY, None)
     report = {
         "best_trial": best["number"],
         "best_validation_accuracy": best["val_accuracy"],
