@@ -190,6 +190,16 @@ class RunConfig:
         0.0,
         "Fraction of the training set held out for validation; 0 validates on the test split.",
     )
+    random_flip: bool = setting(
+        False,
+        "Augment the training images: mirror each left-right with probability 1/2, drawn "
+        "anew every epoch (label-preserving for clothing and objects, not digits or letters).",
+    )
+    random_shift: int = setting(
+        0,
+        "Augment the training images: shift each by up to N pixels along each axis, drawn "
+        "anew every epoch, the uncovered border zero (0: off).",
+    )
     # Where and how the run goes.
     model_dir: str | None = setting(
         None,
@@ -300,6 +310,7 @@ class RunConfig:
             "early_stopping_patience",
             "warmup_epochs",
             "reduce_lr_on_plateau",
+            "random_shift",
         ):
             check_positive_int(name, getattr(self, name), zero_allowed=True)
         if not (isinstance(self.seed, int) and 0 <= self.seed <= MAX_SEED):

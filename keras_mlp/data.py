@@ -240,6 +240,7 @@ def train_dataset_fn(
     num_epochs,
     skip_steps=0,
     preprocess=scale,
+    augment=None,
 ):
     """A `dataset_fn` for `strategy.distribute_datasets_from_function`: training batches.
 
@@ -249,8 +250,9 @@ def train_dataset_fn(
     epoch is dropped so that every step has the same shape on every replica;
     the reshuffle makes each epoch drop different examples. `skip_steps` skips
     the first steps of `start_epoch`, to resume mid-epoch. The arrays stay in host
-    memory (`_host_rows`); `preprocess` is applied to each image batch (`scale`: uint8
-    to float32 in [0, 1]; `None`: the images as they are).
+    memory (`_host_rows`); `augment` (an `augment.Augmentation`, or `None`) transforms
+    each image batch with its examples' draws of the epoch, then `preprocess` is applied
+    (`scale`: uint8 to float32 in [0, 1]; `None`: the images as they are).
 
     Yields `(images (b, H, W) or (b, H, W, C), labels (b,))` per replica, epochs
     back to back.
@@ -265,11 +267,15 @@ def train_dataset_fn(
                 tf.range(len(images)), seed=tf.stack([tf.cast(seed, tf.int64), epoch])
             )
             order = tf.reshape(order[: steps * global_batch_size], (steps, global_batch_size))
-            return tf.data.Dataset.from_tensor_slices(_pipeline_batches(order, input_context))
+            rows = _pipeline_batches(order, input_context)
+            if not augment:
+                return tf.data.Dataset.from_tensor_slices(rows)
+            draws = augment.epoch_draws(seed, epoch, len(images))
+            return tf.data.Dataset.from_tensor_slices((rows, tf.gather(draws, rows)))
 
-        def batch(index):
+        def batch(index, draws=None):
             x, y = _host_rows((images, labels), index)
-            return preprocess(x), y
+            return preprocess(augment(x, draws) if augment else x), y
 
         local_replicas = input_context.num_replicas_in_sync // input_context.num_input_pipelines
         return (

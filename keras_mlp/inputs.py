@@ -33,7 +33,7 @@ class ArrayInput:
 
     exact_resume = True
 
-    def __init__(self, x, y, preprocess=None):
+    def __init__(self, x, y, preprocess=None, augment=None):
         self.x, self.y = np.asarray(x), np.asarray(y)
         if len(self.x) != len(self.y) or self.y.ndim != 1:
             raise UserError(
@@ -42,7 +42,7 @@ class ArrayInput:
             )
         if not np.issubdtype(self.y.dtype, np.integer):
             raise UserError(f"labels must be integer class indices; y has dtype {self.y.dtype}")
-        self.preprocess = preprocess
+        self.preprocess, self.augment = preprocess, augment
         self.count = len(self.x)
 
     def steps_per_epoch(self, batch_size):
@@ -50,7 +50,15 @@ class ArrayInput:
 
     def train_fn(self, batch_size, seed, first_epoch, num_epochs, skip_steps):
         return data_lib.train_dataset_fn(
-            self.x, self.y, batch_size, seed, first_epoch, num_epochs, skip_steps, self.preprocess
+            self.x,
+            self.y,
+            batch_size,
+            seed,
+            first_epoch,
+            num_epochs,
+            skip_steps,
+            self.preprocess,
+            self.augment,
         )
 
     def eval_fn(self, batch_size):
@@ -199,6 +207,8 @@ def _check_epoch_start(skip_steps):
 
 
 def _one(data, what):
+    if isinstance(data, (ArrayInput, ExampleInput, FunctionInput)):
+        return data
     if isinstance(data, tf.data.Dataset):
         return ExampleInput(data)
     if callable(data):

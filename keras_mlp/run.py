@@ -15,10 +15,13 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from keras_mlp import data as data_lib
 from keras_mlp import reporting, run_dir, signals
+from keras_mlp.augment import Augmentation
 from keras_mlp.data import load_dataset
 from keras_mlp.distribute import from_every_worker, get_strategy, is_chief
 from keras_mlp.errors import TrainingInterrupted, UserError
+from keras_mlp.inputs import ArrayInput
 from keras_mlp.models import build_model
 from keras_mlp.optimizers import build_optimizer
 from keras_mlp.summaries import TensorBoardLogger
@@ -248,7 +251,7 @@ def train(config, *, callbacks=(), verbose=True, session_group=None):
         strategy, data, model, trainer = start.strategy, start.data, start.model, start.trainer
         if verbose:
             print(_describe(config, data, model, strategy, model_dir), flush=True)
-        history = trainer.fit(model, data)
+        history = trainer.fit(model, *start.inputs)
         if start.chief:
             _save_outputs(model_dir, model, history, data, config, trainer.stopped_early)
     if verbose and start.chief and config.profile_steps:
@@ -263,6 +266,17 @@ def train(config, *, callbacks=(), verbose=True, session_group=None):
         # Equal on every worker of a cluster: a quick check that they agree.
         print(f"weights fingerprint {weights_fingerprint(model)}", flush=True)
     return RunResult(model_dir, history, model, trainer.stopped_early)
+
+
+def fit_inputs(config, data):
+    """`(data, validation_data)` for `Trainer.fit`: the `Dataset` as it is, or its training
+    split augmented as `config` asks (`--random_flip`, `--random_shift`)."""
+    augment = Augmentation(config.random_flip, config.random_shift)
+    if not augment:
+        return data, None
+    augment.check(data.input_shape)
+    train = ArrayInput(data.train_images, data.train_labels, data_lib.scale, augment)
+    return train, ArrayInput(data.val_images, data.val_labels, data_lib.scale)
 
 
 class _Start(contextlib.AbstractContextManager):
@@ -291,7 +305,8 @@ class _Start(contextlib.AbstractContextManager):
             self.trainer = make_trainer(
                 config, strategy, model_dir, optimizer, every_callback, verbose
             )
-            self.trainer.check(self.model, self.data)
+            self.inputs = fit_inputs(config, self.data)
+            self.trainer.check(self.model, *self.inputs)
             if self.chief:
                 claim = run_dir.claim(model_dir, config, self.data.identity())
                 self.status = self._stack.enter_context(claim)

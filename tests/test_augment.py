@@ -1,0 +1,137 @@
+"""Tests for keras_mlp.augment: the mirror and shift themselves, their draws in the
+training pipeline (exact resume, every topology alike, validation untouched), and the
+flags of a run."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from keras_mlp import config as config_lib
+from keras_mlp import data as data_lib
+from keras_mlp import run
+from keras_mlp.augment import Augmentation
+from keras_mlp.errors import UserError
+
+
+def _draws(*rows):
+    return tf.constant(rows, tf.float32)
+
+
+class AugmentationTest(tf.test.TestCase):
+    def setUp(self):
+        super().setUp()
+        self.images = np.arange(2 * 5 * 6, dtype=np.uint8).reshape(2, 5, 6)
+
+    def test_mirrors_exactly_the_images_drawn_below_one_half(self):
+        out = Augmentation(flip=True)(self.images, _draws([0.2, 0.9, 0.9], [0.7, 0.1, 0.1]))
+        self.assertEqual(out.dtype, tf.uint8)
+        self.assertAllEqual(out[0], self.images[0][:, ::-1])
+        self.assertAllEqual(out[1], self.images[1])  # its shift draws are unused: no shift
+
+    def test_shift_moves_each_image_by_its_own_offset_filling_zeros(self):
+        image = np.zeros((1, 5, 6), np.uint8)
+        image[0, 2, 3] = 200
+        shift = Augmentation(shift=2)
+        # A draw d gives the offset floor(d * 5) in 0..4; offset 2 leaves the image in place.
+        for (row_draw, column_draw), (row, column) in [
+            ((0.5, 0.5), (2, 3)),  # offsets 2, 2
+            ((0.0, 0.99), (4, 1)),  # offsets 0, 4: two rows down, two columns left
+            ((0.25, 0.2), (3, 4)),  # offsets 1, 1
+        ]:
+            out = shift(image, _draws([0.9, row_draw, column_draw])).numpy()
+            self.assertEqual(out.shape, image.shape)
+            self.assertEqual(out[0, row, column], 200)
+            self.assertEqual(out.sum(), 200)  # moved, not copied or interpolated
+
+    def test_shift_off_the_edge_zero_fills_and_keeps_colour_channels(self):
+        images = np.full((1, 4, 4, 3), 9, np.uint8)
+        out = Augmentation(shift=1)(images, _draws([0.9, 0.0, 0.0])).numpy()
+        self.assertEqual(out.shape, images.shape)
+        self.assertAllEqual(out[0, 0], np.zeros((4, 3)))  # the row the shift uncovered
+        self.assertAllEqual(out[0, :, 0], np.zeros((4, 3)))
+        self.assertAllEqual(out[0, 1:, 1:], np.full((3, 3, 3), 9))
+
+    def test_off_is_false_and_a_shift_must_leave_the_frame(self):
+        self.assertFalse(Augmentation())
+        self.assertTrue(Augmentation(flip=True))
+        Augmentation(shift=27).check((28, 28))
+        with self.assertRaisesRegex(UserError, r"random_shift=28 must be smaller .* 28x28"):
+            Augmentation(shift=28).check((28, 28))
+        with self.assertRaisesRegex(UserError, "random_shift=-1"):
+            config_lib.RunConfig(random_shift=-1)
+
+
+class AugmentedPipelineTest(tf.test.TestCase):
+    def setUp(self):
+        super().setUp()
+        # Image i holds a distinct left-to-right ramp and is labelled i.
+        self.n = 64
+        ramp = np.arange(8, dtype=np.uint8)[None, None, :] * 10
+        self.images = np.repeat(ramp, 8, axis=1) + np.arange(self.n, dtype=np.uint8)[:, None, None]
+        self.labels = np.arange(self.n, dtype=np.int32)
+        self.augment = Augmentation(flip=True, shift=1)
+
+    def _batches(self, context, start=0, num=2, skip=0, augment=True):
+        fn = data_lib.train_dataset_fn(
+            self.images,
+            self.labels,
+            16,
+            5,
+            start,
+            num,
+            skip,
+            preprocess=None,
+            augment=self.augment if augment else None,
+        )
+        return [(x.numpy(), y.numpy()) for x, y in fn(context)]
+
+    def test_draws_are_per_example_and_epoch_and_resume_exactly(self):
+        context = tf.distribute.InputContext()
+        plain, augmented = self._batches(context, augment=False), self._batches(context)
+        changed = 0
+        for (x_plain, y_plain), (x_aug, y_aug) in zip(plain, augmented, strict=True):
+            self.assertAllEqual(y_plain, y_aug)  # the same examples in the same order
+            changed += int(np.sum(np.any(x_plain != x_aug, axis=(1, 2))))
+        self.assertGreater(changed, 64)  # most of the 128 images moved or mirrored
+        # An example is transformed anew each epoch.
+        first = {y: x for b in augmented[:4] for x, y in zip(*b, strict=True)}
+        second = {y: x for b in augmented[4:] for x, y in zip(*b, strict=True)}
+        self.assertTrue(any(not np.array_equal(first[k], second[k]) for k in first))
+        resumed = self._batches(context, start=1, num=1, skip=2)
+        for (x_full, _), (x_resumed, _) in zip(augmented[6:], resumed, strict=True):
+            self.assertAllEqual(x_full, x_resumed)
+
+    def test_every_topology_sees_the_same_augmented_global_batches(self):
+        single = self._batches(tf.distribute.InputContext())
+        contexts = [tf.distribute.InputContext(2, i, 4) for i in range(2)]
+        parts = [self._batches(context) for context in contexts]
+        for step, (global_images, _) in enumerate(single):
+            pieces = [parts[p][2 * step + r][0] for p in range(2) for r in range(2)]
+            self.assertAllEqual(np.concatenate(pieces), global_images)
+
+
+class AugmentedRunTest(tf.test.TestCase):
+    def test_a_run_trains_augmented_and_validates_on_plain_images(self):
+        config = config_lib.RunConfig(
+            dataset="synthetic",
+            epochs=1,
+            random_flip=True,
+            random_shift=2,
+            model_dir=str(Path(self.get_temp_dir()) / "run"),
+        )
+        data, _ = run.build(config, tf.distribute.get_strategy())
+        train, validation = run.fit_inputs(config, data)
+        self.assertEqual((train.augment.flip, train.augment.shift), (True, 2))
+        self.assertIsNone(validation.augment)
+        self.assertAllEqual(validation.x, data.val_images)
+        result = run.train(config, verbose=False)
+        saved = json.loads((Path(result.model_dir) / "run_config.json").read_text())
+        self.assertEqual((saved["random_flip"], saved["random_shift"]), (True, 2))
+        plain = config_lib.RunConfig(dataset="synthetic")
+        self.assertEqual(run.fit_inputs(plain, data), (data, None))
+
+
+if __name__ == "__main__":
+    tf.test.main()
