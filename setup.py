@@ -24,6 +24,8 @@ setup(
         "test": ["pytest", "pytest-xdist", "ruff"],  # xdist: both tiers run on 2 processes
         # TensorBoard's Profile tab (the --profile_steps traces are invisible without it).
         "profile": ["tensorboard-plugin-profile"],
+        # keras-mlp-benchmark train's PyTorch column (timed in a process without TensorFlow).
+        "torch": ["torch"],
     },
     entry_points={
         "console_scripts": [

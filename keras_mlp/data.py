@@ -212,23 +212,18 @@ def scale(images):
     return tf.cast(images, tf.float32) / 255.0
 
 
-def _host_rows(arrays, rows):
-    """The rows `rows` (an index batch) of each of `arrays`, gathered on the host.
+def host_variables(*arrays):
+    """Each array as a non-trainable `tf.Variable` in this process's host memory, for
+    pipelines to gather batches from.
 
-    The arrays stay NumPy arrays in this process's memory, outside the pipeline's
-    graph: a graph constant would copy the whole set into every pipeline built (each
-    fit, each worker) and cannot exceed 2 GB (docs/design.md, "Input pipelines").
-    Only the order (indices) is computed in the graph.
+    A variable is captured by reference: the pipelines' graphs hold its handle, not its
+    contents, so the set is copied once per `fit` (not into every pipeline built) and
+    may exceed the 2 GB limit of a graph constant (docs/design.md, "Input pipelines").
+    Gathering in the graph keeps Python out of the input pipeline (a
+    `tf.numpy_function` would take the interpreter lock for each batch).
     """
-    gathered = tf.numpy_function(
-        lambda index: tuple(array[index] for array in arrays),
-        [rows],
-        [tf.as_dtype(array.dtype) for array in arrays],
-        stateful=False,
-    )
-    for array, part in zip(arrays, gathered, strict=True):
-        part.set_shape((rows.shape[0], *array.shape[1:]))
-    return gathered
+    with tf.device("/cpu:0"):
+        return [tf.Variable(array, trainable=False) for array in arrays]
 
 
 def train_dataset_fn(
@@ -250,7 +245,7 @@ def train_dataset_fn(
     epoch is dropped so that every step has the same shape on every replica;
     the reshuffle makes each epoch drop different examples. `skip_steps` skips
     the first steps of `start_epoch`, to resume mid-epoch. The arrays stay in host
-    memory (`_host_rows`); `augment` (an `augment.Augmentation`, or `None`) transforms
+    memory (`host_variables`); `augment` (an `augment.Augmentation`, or `None`) transforms
     each image batch with its examples' draws of the epoch, then `preprocess` is applied
     (`scale`: uint8 to float32 in [0, 1]; `None`: the images as they are).
 
@@ -258,23 +253,24 @@ def train_dataset_fn(
     back to back.
     """
     steps = len(images) // global_batch_size
-    images, labels = np.asarray(images), np.asarray(labels)
+    count = len(images)
+    images, labels = host_variables(np.asarray(images), np.asarray(labels))
     preprocess = preprocess or (lambda x: x)
 
     def dataset_fn(input_context):
         def epoch_batches(epoch):
             order = tf.random.experimental.stateless_shuffle(
-                tf.range(len(images)), seed=tf.stack([tf.cast(seed, tf.int64), epoch])
+                tf.range(count), seed=tf.stack([tf.cast(seed, tf.int64), epoch])
             )
             order = tf.reshape(order[: steps * global_batch_size], (steps, global_batch_size))
             rows = _pipeline_batches(order, input_context)
             if not augment:
                 return tf.data.Dataset.from_tensor_slices(rows)
-            draws = augment.epoch_draws(seed, epoch, len(images))
+            draws = augment.epoch_draws(seed, epoch, count)
             return tf.data.Dataset.from_tensor_slices((rows, tf.gather(draws, rows)))
 
         def batch(index, draws=None):
-            x, y = _host_rows((images, labels), index)
+            x, y = tf.gather(images, index), tf.gather(labels, index)
             return preprocess(augment(x, draws) if augment else x), y
 
         local_replicas = input_context.num_replicas_in_sync // input_context.num_input_pipelines
@@ -300,12 +296,13 @@ def eval_dataset_fn(images, labels, global_batch_size, preprocess=scale):
     """
     count = len(images)
     steps = -(-count // global_batch_size)
-    images, labels = np.asarray(images), np.asarray(labels)
+    images, labels = host_variables(np.asarray(images), np.asarray(labels))
     preprocess = preprocess or (lambda x: x)
 
     def dataset_fn(input_context):
         def batch(index):
-            x, y = _host_rows((images, labels), tf.minimum(index, count - 1))
+            rows = tf.minimum(index, count - 1)
+            x, y = tf.gather(images, rows), tf.gather(labels, rows)
             return preprocess(x), y, tf.cast(index < count, tf.float32)
 
         def step_batches(step):  # indices made per step: no index table in the graph

@@ -5,11 +5,14 @@ on tiny sizes with its table and JSON agreeing.
 Speed itself is never asserted: these machines are shared and noisy.
 """
 
+import dataclasses
 import json
 import math
 import os
 import re
 import statistics
+import subprocess
+import sys
 import types
 
 import keras
@@ -18,7 +21,8 @@ import pytest
 import tensorflow as tf
 from cli_util import error_lines, run_main
 
-from keras_mlp import benchmark
+from keras_mlp import benchmark, contenders, speed
+from keras_mlp import data as data_lib
 from keras_mlp.benchmark import mlp_epoch_flops
 from keras_mlp.models import build_model
 
@@ -106,10 +110,10 @@ def test_rates_are_the_work_over_the_timed_seconds(monkeypatch):
         timed.append(run())
         return 0.25
 
-    monkeypatch.setattr(benchmark, "_best_seconds", best_seconds)
-    assert benchmark.matmul_gflops(50, "numpy") == 2 * 50**3 / 0.25 / 1e9
-    assert benchmark.matmul_gflops(60, "tensorflow") == 2 * 60**3 / 0.25 / 1e9
-    assert benchmark.copy_gbps(2) == 2 * (2 * 2**20) / 0.25 / 1e9  # bytes read + written
+    monkeypatch.setattr(speed, "_best_seconds", best_seconds)
+    assert speed.matmul_gflops(50, "numpy") == 2 * 50**3 / 0.25 / 1e9
+    assert speed.matmul_gflops(60, "tensorflow") == 2 * 60**3 / 0.25 / 1e9
+    assert speed.copy_gbps(2) == 2 * (2 * 2**20) / 0.25 / 1e9  # bytes read + written
     # What was timed: a 50x50 product in NumPy, a 60x60 one in TensorFlow (summed, so
     # that reading the result waits for it).
     assert np.shape(timed[0]) == (50, 50)
@@ -126,23 +130,33 @@ def test_best_seconds_is_the_fastest_repeat_per_call_without_the_warm_up(monkeyp
     def run():
         clock.now += next(costs)
 
-    monkeypatch.setattr(benchmark, "time", types.SimpleNamespace(perf_counter=lambda: clock.now))
+    monkeypatch.setattr(speed, "time", types.SimpleNamespace(perf_counter=lambda: clock.now))
     # Each repeat calls until 0.25 s have passed: 2 calls of 0.125 s, 1 call of 0.5 s,
     # 4 calls of 0.0625 s -> the best is 0.0625 s per call; the warm-up's 4 s is not timed.
-    assert benchmark._best_seconds(run, min_seconds=0.25, repeats=3) == 0.0625
+    assert speed._best_seconds(run, min_seconds=0.25, repeats=3) == 0.0625
     assert next(costs) == 99.0  # no call more than that
 
 
 def test_steady_epoch_is_the_median_after_the_warm_up_epoch():
-    assert benchmark._steady([9.0, 1.0, 3.0, 2.0]) == 2.0
-    assert benchmark._steady([9.0, 1.0, 2.0]) == 1.5
-    assert benchmark._steady([4.0]) == 4.0
+    assert speed.steady([9.0, 1.0, 3.0, 2.0]) == 2.0
+    assert speed.steady([9.0, 1.0, 2.0]) == 1.5
+    assert speed.steady([4.0]) == 4.0
 
 
 # --- the baselines do the same work ---------------------------------------------------------
 
 
-def test_both_measurements_train_the_same_examples_and_learn(monkeypatch):
+@pytest.fixture(scope="module")
+def synthetic_arrays(tmp_path_factory):
+    """The synthetic set as the file every contender's process reads."""
+    path = tmp_path_factory.mktemp("arrays") / "arrays.npz"
+    benchmark.save_arrays(path, data_lib.load_dataset("synthetic"))
+    return path
+
+
+def test_every_tensorflow_contender_trains_the_same_examples_and_learns(
+    monkeypatch, synthetic_arrays
+):
     fits = []
     real_fit = keras.Model.fit
 
@@ -151,18 +165,75 @@ def test_both_measurements_train_the_same_examples_and_learn(monkeypatch):
         return real_fit(self, x, y, **kwargs)
 
     monkeypatch.setattr(keras.Model, "fit", recording_fit)
-    records = {
-        implementation: benchmark.measure(implementation, "concise", None, "synthetic", 2)
-        for implementation in ("ours", "keras_fit")
-    }
-    # Plain fit gets exactly the examples our Trainer trains per epoch (full batches).
-    assert fits == [(SYNTHETIC_TRAINED, SYNTHETIC_TRAINED, 256, 500)]
-    for implementation, record in records.items():
-        assert record["implementation"] == implementation
-        assert record["trained_examples_per_epoch"] == SYNTHETIC_TRAINED
-        assert record["flops_per_epoch"] == mlp_epoch_flops(144, (256,), 5, 2000, 500, 256)
+    data = benchmark.load_arrays(synthetic_arrays)
+    assert data.input_shape == (12, 12) and data.num_classes == 5
+    for contender in contenders.CONTENDERS:
+        if contender == "torch":
+            continue
+        record = benchmark.measure(contender, "concise", synthetic_arrays, 2)
         assert len(record["epoch_seconds"]) == 2
-        assert record["val_accuracy"] > 0.5, record  # chance is 0.2: both really trained
+        assert record["val_accuracy"] > 0.5, (contender, record)  # chance is 0.2: it trained
+        assert record["settings"] == benchmark.process_settings()
+    # Plain fit gets exactly the examples our Trainer trains per epoch (full batches).
+    assert fits == [(SYNTHETIC_TRAINED, SYNTHETIC_TRAINED, 256, 500)] * len(contenders.KERAS_FIT)
+
+
+def test_the_bare_loop_takes_the_chapters_sgd_step():
+    """One epoch of one batch: the bare loop's weights move as plain SGD moves them,
+    checked against the same step written with Keras."""
+    data = data_lib.load_dataset("synthetic")
+    data = dataclasses.replace(
+        data, train_images=data.train_images[:256], train_labels=data.train_labels[:256]
+    )
+    seconds, accuracy = contenders.time_tf_loop(data, 1)
+    assert len(seconds) == 1 and 0 <= accuracy <= 1
+    # The same epoch again, with the weights read out through the captured variables.
+    seen = {}
+    real = tf.Variable
+
+    def recording_variable(*args, **kwargs):
+        variable = real(*args, **kwargs)
+        seen.setdefault("weights", []).append(variable)
+        return variable
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tf, "Variable", recording_variable)
+        contenders.time_tf_loop(data, 1)
+    w1, b1, w2, b2 = seen["weights"]
+    rng = np.random.default_rng(0)
+    start = [contenders._glorot(rng, 144, 256), np.zeros(256), contenders._glorot(rng, 256, 5)]
+    x = data.train_images.reshape(256, -1).astype(np.float32) / 255
+    order = tf.random.experimental.stateless_shuffle(tf.range(256), tf.constant([0, 0], tf.int64))
+    x, y = tf.gather(x, order), tf.gather(data.train_labels, order)
+    weights = [tf.Variable(v, dtype=tf.float32) for v in (*start, np.zeros(5))]
+    with tf.GradientTape() as tape:
+        hidden = tf.nn.relu(x @ weights[0] + weights[1])
+        loss = tf.reduce_mean(
+            keras.losses.sparse_categorical_crossentropy(y, hidden @ weights[2] + weights[3], True)
+        )
+    for weight, gradient in zip(weights, tape.gradient(loss, weights), strict=True):
+        weight.assign_sub(0.1 * gradient)
+    for mine, expected in zip((w1, b1, w2, b2), weights, strict=True):
+        np.testing.assert_allclose(mine.numpy(), expected.numpy(), atol=1e-5)
+
+
+def test_the_torch_contender_learns_in_a_process_without_tensorflow(synthetic_arrays):
+    pytest.importorskip("torch")
+    result = subprocess.run(
+        [sys.executable, "-m", "keras_mlp.torch_loop", str(synthetic_arrays), "2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout.strip().splitlines()[-1])
+    assert len(record["epoch_seconds"]) == 2
+    assert record["val_accuracy"] > 0.5  # chance is 0.2
+    assert record["settings"]["torch_threads"] >= 1
+    # Never TensorFlow: the two in one process can crash it.
+    probe = "import sys, keras_mlp.torch_loop; print('tensorflow' in sys.modules)"
+    imported = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert imported.stdout.strip() == "False", imported.stderr
 
 
 # --- bad input ------------------------------------------------------------------------------
@@ -191,6 +262,8 @@ def test_both_measurements_train_the_same_examples_and_learn(monkeypatch):
         (["scaling", "--steps=0"], "--steps=0 must be a positive integer"),
         (["train", "--models=concise,big"], "--models: 'big' is not known"),
         (["train", "--epochs=0"], "--epochs=0 must be a positive integer"),
+        (["train", "--rounds=0"], "--rounds=0 must be a positive integer"),
+        (["train", "--contenders=ours,jax"], "--contenders: 'jax' is not known; accepted: ours,"),
         (["train", "--dataset=mnist"], "flag --dataset=mnist: value should be one of"),
         (["train", "--epochs=two"], "flag --epochs=two:"),
     ],
@@ -231,59 +304,59 @@ def test_train_command_figures_agree_with_each_other(tmp_path):
         "train",
         "--dataset=synthetic",
         "--epochs=2",
+        "--rounds=2",
         "--models=concise",
-        "--noend_to_end",
+        "--contenders=ours,keras_fit,tf_loop",
         f"--output_dir={out}",
     )
     assert result.returncode == 0, result.stderr
     report = json.loads((out / "train.json").read_text())
-    rows = {r["implementation"]: r for r in report["results"]}
-    assert set(rows) == {"ours", "keras_fit"}
+    rows = {r["contender"]: r for r in report["results"]}
+    assert list(rows) == ["ours", "keras_fit", "tf_loop"]
+    assert [r["model"] for r in rows.values()] == ["concise", "concise", "bare"]
     limit = report["matmul_limit_gflops"]
     best_limit = max(limit["tensorflow"], limit["numpy"])
     flops = mlp_epoch_flops(144, (256,), 5, 2000, 500, 256)
+    assert report["measured"]["flops_per_epoch"] == flops
+    assert report["measured"]["trained_examples_per_epoch"] == SYNTHETIC_TRAINED
     for r in rows.values():
-        assert r["model"] == "concise"
-        assert len(r["epoch_seconds"]) == 3  # the warm-up epoch and two measured
-        steady = statistics.median(r["epoch_seconds"][1:])
-        assert r["steady_epoch_seconds"] == steady
-        assert r["trained_examples_per_epoch"] == SYNTHETIC_TRAINED
-        assert r["examples_per_second"] == pytest.approx(SYNTHETIC_TRAINED / steady, rel=1e-12)
-        assert r["flops_per_epoch"] == flops
-        assert r["efficiency"] == pytest.approx(flops / (steady * best_limit * 1e9), rel=1e-12)
-        assert r["val_accuracy"] > 0.5  # both trained (chance: 0.2)
+        assert len(r["rounds"]) == 2
+        median = statistics.median(r["rounds"])
+        assert r["median_epoch_seconds"] == median
+        assert (r["min_epoch_seconds"], r["max_epoch_seconds"]) == (
+            min(r["rounds"]),
+            max(r["rounds"]),
+        )
+        assert r["examples_per_second"] == pytest.approx(SYNTHETIC_TRAINED / median, rel=1e-12)
+        assert r["efficiency"] == pytest.approx(flops / (median * best_limit * 1e9), rel=1e-12)
+        assert r["x_tf_loop"] == pytest.approx(median / rows["tf_loop"]["median_epoch_seconds"])
+        assert "x_torch" not in r  # not chosen: no column
+        assert r["val_accuracy"] > 0.5  # all trained (chance: 0.2)
         assert 100 < r["peak_rss_mib"] < 64 * 1024  # a TensorFlow process, in MiB
-    assert rows["ours"]["ratio_to_keras_fit"] == pytest.approx(
-        rows["ours"]["steady_epoch_seconds"] / rows["keras_fit"]["steady_epoch_seconds"],
-        rel=1e-12,
+    assert rows["ours"]["x_keras_fit"] == pytest.approx(
+        rows["ours"]["median_epoch_seconds"] / rows["keras_fit"]["median_epoch_seconds"]
     )
+    assert report["settings"] == rows["ours"]["settings"]
     assert report["machine"]["cpus"] == os.cpu_count()
     assert report["machine"]["tensorflow"] == tf.__version__
 
     # The printed table shows the same figures (to its precision).
-    header, table = _table(result.stdout, "train: steady-state epoch", 2)
-    assert header == [
-        "model",
-        "implementation",
-        "s/epoch",
-        "examples/s",
-        "x",
-        "keras_fit",
-        "efficiency",
-        "peak",
-        "MiB",
-        "val_acc",
+    header, table = _table(result.stdout, "train: seconds per epoch", 3)
+    assert header[:6] == ["contender", "model", "s/epoch", "min-max", "x", "tf_loop"]
+    assert [row[:2] for row in table] == [
+        ["ours", "concise"],
+        ["keras_fit", "concise"],
+        ["tf_loop", "bare"],
     ]
-    assert [row[:2] for row in table] == [["concise", "ours"], ["concise", "keras_fit"]]
-    for row in table:
-        r = rows[row[1]]
-        seconds, examples, ratio, efficiency, peak, accuracy = map(_number, row[2:])
-        assert seconds == pytest.approx(r["steady_epoch_seconds"], abs=0.0005)
-        assert examples == pytest.approx(r["examples_per_second"], abs=0.5)
-        assert ratio == pytest.approx(r["ratio_to_keras_fit"], abs=0.005)
-        assert efficiency == pytest.approx(100 * r["efficiency"], abs=0.5)
-        assert peak == pytest.approx(r["peak_rss_mib"], abs=0.5)
-        assert accuracy == pytest.approx(r["val_accuracy"], abs=0.00005)
+    for row in table[:2]:
+        r = rows[row[0]]
+        low, high = map(float, row[3].split("-"))
+        assert _number(row[2]) == pytest.approx(r["median_epoch_seconds"], abs=0.0005)
+        assert (low, high) == pytest.approx(
+            (r["min_epoch_seconds"], r["max_epoch_seconds"]), abs=0.0005
+        )
+        assert _number(row[4]) == pytest.approx(r["x_tf_loop"], abs=0.005)
+        assert _number(row[-1]) == pytest.approx(r["val_accuracy"], abs=0.00005)
     limits = re.search(r"TensorFlow (\d+) GFLOP/s, NumPy (\d+) GFLOP/s", result.stdout)
     assert float(limits[1]) == pytest.approx(limit["tensorflow"], abs=0.5)
     assert float(limits[2]) == pytest.approx(limit["numpy"], abs=0.5)

@@ -118,6 +118,17 @@ class InputsTest(tf.test.TestCase):
         with self.assertRaisesRegex(UserError, "checkpoint_every_steps=5: .*epoch boundaries"):
             _fit(tf.data.Dataset.from_tensor_slices((x, y)), checkpoint_every_steps=5)
 
+    def test_fit_inside_the_strategy_scope_is_refused(self):
+        """Inside the scope, the pipelines' host copies of the data would be made per
+        replica device (data.host_variables)."""
+        _, train, _ = _arrays()
+        trainer = Trainer(max_epochs=1, batch_size=64, verbose=False)
+        with trainer.strategy.scope():
+            model = _functional_model((12, 12), 5)
+        strategy = get_strategy("mirrored", num_gpus=0)
+        with strategy.scope(), self.assertRaisesRegex(ValueError, r"outside `strategy\.scope\(\)`"):
+            trainer.fit(model, train)
+
     def test_a_tf_data_run_resumes_at_the_epoch_boundary(self):
         """Checkpoints at epoch ends only; the rerun starts the next epoch with a fresh
         pass. Without reshuffling, that is the uninterrupted run exactly."""

@@ -1,0 +1,167 @@
+"""The train benchmark's contenders: the chapter's epoch (784 -> 256 -> 10, SGD 0.1,
+batch 256, a fresh shuffle each epoch, full batches only, then accuracy on the whole
+validation split) written each contender's way, and timed per epoch.
+
+- `ours`: this package's `Trainer`, as `keras-mlp-train` runs it.
+- `keras_fit`: `model.compile()` + `model.fit()` with Keras' defaults
+  (`steps_per_execution=1`, `jit_compile="auto"`).
+- `keras_fit_spe`, `keras_fit_xla`: `fit` at its best on a CPU: as many steps per
+  call as ours, XLA off and on.
+- `tf_loop`: the floor: the fastest bare TensorFlow loop we know for the same step
+  (one `tf.function` call per epoch, batches gathered from a pre-scaled float32
+  constant, the update written out, no Keras).
+- `torch`: PyTorch eager, the same model, data and step (when `torch` is importable:
+  `pip install 'keras_mlp[torch]'`).
+
+Each contender runs in a process of its own (`benchmark measure`), so the settings it
+makes and the memory it holds are its own.
+"""
+
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_mlp.models import build_model
+from keras_mlp.training import Trainer
+
+BATCH_SIZE, LEARNING_RATE, HIDDEN = 256, 0.1, 256
+KERAS_FIT = {
+    "keras_fit": {},
+    "keras_fit_spe": {"steps_per_execution": 50, "jit_compile": False},
+    "keras_fit_xla": {"steps_per_execution": 50, "jit_compile": True},
+}
+CONTENDERS = ("ours", *KERAS_FIT, "tf_loop", "torch")
+# Contenders whose step does not depend on the package's model (they write the MLP out).
+MODEL_FREE = ("tf_loop", "torch")
+
+
+def torch_version():
+    """PyTorch's version, or `None` when it cannot be imported."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch.__version__
+
+
+def _scaled(images):
+    return images.reshape(len(images), -1).astype(np.float32) / np.float32(255)
+
+
+def _trained(count):
+    """Examples in the full batches of an epoch."""
+    return (count // BATCH_SIZE) * BATCH_SIZE
+
+
+def time_ours(model_name, data, epochs, hidden_units=(HIDDEN,), batch_size=BATCH_SIZE, **kwargs):
+    """Per-epoch seconds (train + validation) of our `Trainer`, and the last
+    validation accuracy."""
+    trainer = Trainer(max_epochs=epochs, batch_size=batch_size, verbose=False, **kwargs)
+    with trainer.strategy.scope():
+        model = build_model(
+            model_name, data.input_shape, data.num_classes, hidden_units=hidden_units
+        )
+    history = trainer.fit(model, data)
+    return history["epoch_seconds"], history["val_accuracy"][-1]
+
+
+class _EpochTimer(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        self.seconds = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self._start)
+
+
+def time_keras_fit(model_name, data, epochs, **compile_kwargs):
+    """`fit` on the same model, data and validation split; `compile_kwargs` are those
+    of a `KERAS_FIT` variant."""
+    model = build_model(model_name, data.input_shape, data.num_classes)
+    model.compile(
+        optimizer=keras.optimizers.SGD(LEARNING_RATE),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+        **compile_kwargs,
+    )
+    trained = _trained(len(data.train_images))
+    timer = _EpochTimer()
+    history = model.fit(
+        _scaled(data.train_images[:trained]).reshape(trained, *data.input_shape),
+        data.train_labels[:trained],
+        batch_size=BATCH_SIZE,
+        epochs=epochs,
+        shuffle=True,
+        validation_data=(_scaled(data.val_images).reshape(-1, *data.input_shape), data.val_labels),
+        verbose=0,
+        callbacks=[timer],
+    )
+    return timer.seconds, history.history["val_accuracy"][-1]
+
+
+def _glorot(rng, fan_in, fan_out):
+    limit = np.sqrt(6 / (fan_in + fan_out))
+    return rng.uniform(-limit, limit, (fan_in, fan_out)).astype(np.float32)
+
+
+def _correct(scores, labels):
+    return tf.reduce_sum(
+        tf.cast(tf.argmax(scores, axis=-1, output_type=tf.int32) == labels, tf.int32)
+    )
+
+
+def time_tf_loop(data, epochs):
+    """The bare TensorFlow loop: an epoch (its steps and the validation) per call."""
+    x, y = tf.constant(_scaled(data.train_images)), tf.constant(data.train_labels, tf.int32)
+    x_val, y_val = tf.constant(_scaled(data.val_images)), tf.constant(data.val_labels, tf.int32)
+    rng = np.random.default_rng(0)
+    inputs, outputs = x.shape[1], data.num_classes
+    weights = [
+        tf.Variable(_glorot(rng, inputs, HIDDEN)),
+        tf.Variable(tf.zeros(HIDDEN)),
+        tf.Variable(_glorot(rng, HIDDEN, outputs)),
+        tf.Variable(tf.zeros(outputs)),
+    ]
+    steps = len(data.train_images) // BATCH_SIZE
+
+    def logits(images):
+        w1, b1, w2, b2 = weights
+        return tf.matmul(tf.nn.relu(tf.matmul(images, w1) + b1), w2) + b2
+
+    @tf.function
+    def epoch(seed):
+        order = tf.random.experimental.stateless_shuffle(tf.range(len(data.train_images)), seed)
+        order = tf.reshape(order[: steps * BATCH_SIZE], (steps, BATCH_SIZE))
+        loss_sum, correct = tf.constant(0.0), tf.constant(0)
+        for step in tf.range(steps):
+            labels = tf.gather(y, order[step])
+            with tf.GradientTape() as tape:
+                scores = logits(tf.gather(x, order[step]))
+                per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, scores)
+                loss = tf.reduce_mean(per_example)
+            for weight, gradient in zip(weights, tape.gradient(loss, weights), strict=True):
+                weight.assign_sub(LEARNING_RATE * gradient)
+            # The epoch's training loss and accuracy, as every contender reports them.
+            loss_sum += tf.reduce_sum(per_example)
+            correct += _correct(scores, labels)
+        return loss_sum, correct, _correct(logits(x_val), y_val)
+
+    seconds = []
+    for number in range(epochs):
+        start = time.perf_counter()
+        _, _, correct = epoch(tf.constant([0, number], tf.int64))
+        seconds.append(time.perf_counter() - start)
+    return seconds, int(correct) / len(data.val_images)
+
+
+def time_contender(contender, model_name, data, epochs):
+    """`(per-epoch seconds, last validation accuracy)` of `contender` on `model_name`."""
+    if contender == "ours":
+        return time_ours(model_name, data, epochs)
+    if contender in KERAS_FIT:
+        return time_keras_fit(model_name, data, epochs, **KERAS_FIT[contender])
+    return time_tf_loop(data, epochs)
