@@ -37,15 +37,6 @@ CONTENDERS = ("ours", *KERAS_FIT, "tf_loop", "torch")
 MODEL_FREE = ("tf_loop", "torch")
 
 
-def torch_version():
-    """PyTorch's version, or `None` when it cannot be imported."""
-    try:
-        import torch
-    except ImportError:
-        return None
-    return torch.__version__
-
-
 def _scaled(images):
     return images.reshape(len(images), -1).astype(np.float32) / np.float32(255)
 
