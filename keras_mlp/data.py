@@ -21,7 +21,7 @@ from keras_mlp.config import check_fraction
 from keras_mlp.errors import UserError
 from keras_mlp.idx import read_idx_dir
 from keras_mlp.names import DATASETS
-from keras_mlp.sources import FASHION_MNIST_LABELS, find_dataset
+from keras_mlp.sources.find import FASHION_MNIST_LABELS, find_dataset
 
 # sha256 of Fashion-MNIST's 60000 training labels (uint8, in file order): how a
 # data_dir is recognised as Fashion-MNIST, whose class names then apply.

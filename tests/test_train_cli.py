@@ -28,7 +28,7 @@ from keras_mlp import launch, predict, train
 from keras_mlp.config import RunConfig
 from keras_mlp.data import load_dataset, synthetic_arrays
 from keras_mlp.idx import read_idx, write_idx
-from keras_mlp.sources import FASHION_MNIST_LABELS
+from keras_mlp.sources.find import FASHION_MNIST_LABELS
 
 REAL_DATA_DIR = os.environ.get("KERAS_MLP_FASHION_MNIST_DIR")
 QUICK = ("--dataset=synthetic", "--epochs=1", "--batch_size=64")
