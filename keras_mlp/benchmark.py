@@ -28,7 +28,7 @@ from matplotlib.figure import Figure
 
 from keras_mlp import cli
 from keras_mlp import data as data_lib
-from keras_mlp.config import check_positive_int
+from keras_mlp.checks import check_positive_int
 from keras_mlp.errors import UserError
 from keras_mlp.models import build_model
 from keras_mlp.names import MODELS

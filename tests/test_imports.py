@@ -10,6 +10,7 @@ MODULES = [
     "keras_mlp",
     "keras_mlp.names",
     "keras_mlp.errors",
+    "keras_mlp.checks",
     "keras_mlp.config",
     "keras_mlp.cli",
     "keras_mlp.layers",
