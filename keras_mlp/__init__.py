@@ -1,7 +1,8 @@
 """keras_mlp: the d2l.ai chapter "Implementation of Multilayer Perceptrons" as
 TensorFlow/Keras software.
 
-Modules, smallest first: names (accepted names, no heavy imports), layers
+Modules, smallest first: names (accepted names, no heavy imports), checks (each
+argument check, written once), layers
 (hand-written ReLU, ScratchDense, Dropout, L2Penalty), models (MLPScratch,
 concise_mlp), idx (the IDX file format), sources (where named datasets come
 from: keras cache, downloads, tfds), data (Dataset, load_dataset, pipelines),

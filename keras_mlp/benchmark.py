@@ -28,7 +28,7 @@ from matplotlib.figure import Figure
 
 from keras_mlp import cli, contenders, speed
 from keras_mlp import data as data_lib
-from keras_mlp.config import check_positive_int
+from keras_mlp.checks import check_positive_int
 from keras_mlp.errors import UserError
 from keras_mlp.names import MODELS
 from keras_mlp.reporting import print_table, save_figure, write_json

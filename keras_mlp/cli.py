@@ -80,15 +80,17 @@ def config_from_flags(flag_values, **overrides):
     return RunConfig(**{**values, **overrides})
 
 
-def as_flags(message):
-    """Library messages name arguments (`batch_size=33`); users typed flags (`--batch_size=33`).
+def as_flags(message, tool_flags=()):
+    """Library messages name arguments (`batch_size=33`); users typed flags (`--batch_size=33`):
+    `RunConfig`'s and a tool's own (`tool_flags`; launch's `workers=0` is `--workers=0`).
     A name inside a path or a value (`runs/seed=1`, `model_dir=seed=1`) is left as it is."""
-    names = "|".join(field.name for field in dataclasses.fields(RunConfig))
-    return re.sub(rf"(?<![\w\-/=.])({names})(?==)", r"--\1", message)
+    names = [*(field.name for field in dataclasses.fields(RunConfig)), *tool_flags]
+    pattern = "|".join(map(re.escape, names))
+    return re.sub(rf"(?<![\w\-/=.])({pattern})(?==)", r"--\1", message)
 
 
-def _error(message, status):
-    print(f"error: {as_flags(message)}", file=sys.stderr, flush=True)
+def _error(message, status, tool_flags=()):
+    print(f"error: {as_flags(message, tool_flags)}", file=sys.stderr, flush=True)
     return status
 
 
@@ -172,7 +174,7 @@ def run_tool(body, define_flags, doc, argv=None):
     try:
         return body(flag_values, rest[1:]) or 0
     except UserError as e:
-        return _error(str(e), EXIT_BAD_INPUT)
+        return _error(str(e), EXIT_BAD_INPUT, list(flag_values))
     except TrainingDiverged as e:
         return _error(str(e), EXIT_DIVERGED)
     except OutputError as e:

@@ -2,13 +2,22 @@
 
 Each field carries its help text and how the command line reads it, so the
 flags are derived from this class (`keras_mlp.cli`) and never listed twice.
-Building a config imports no TensorFlow. Errors name Python arguments
-(`batch_size=33`); the command line shows them as flags.
+Building a config imports no TensorFlow. Each value is checked when the config is
+built, with the functions of `keras_mlp.checks` that the layers, models and
+pipelines taking it call too. Errors name Python arguments (`batch_size=33`); the
+command line shows them as flags.
 """
 
 import dataclasses
-import math
 
+from keras_mlp.checks import (
+    check_accepted,
+    check_fraction,
+    check_non_negative_finite,
+    check_positive_finite,
+    check_positive_int,
+    dropout_rates,
+)
 from keras_mlp.errors import UserError
 from keras_mlp.names import (
     ACTIVATIONS,
@@ -36,46 +45,6 @@ def setting(default, help, *, choices=None, type=None, compared=True):
     """
     metadata = {"help": help, "choices": choices, "type": type, "compared": compared}
     return dataclasses.field(default=default, metadata=metadata)
-
-
-def check_accepted(name, value, accepted):
-    if value not in accepted:
-        raise UserError(f"{name}={value!r} is not known; accepted: {', '.join(accepted)}")
-
-
-def check_positive_int(name, value, zero_allowed=False):
-    ok = isinstance(value, int) and not isinstance(value, bool)
-    if not ok or value < (0 if zero_allowed else 1):
-        wanted = "0 (off) or a positive integer" if zero_allowed else "a positive integer"
-        raise UserError(f"{name}={value!r} must be {wanted}")
-
-
-def check_positive_finite(name, value):
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not (ok and math.isfinite(value) and value > 0):
-        raise UserError(f"{name}={value!r} must be a positive finite number")
-
-
-def check_fraction(name, value):
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not (ok and 0.0 <= value < 1.0):
-        raise UserError(f"{name}={value!r} must be in [0, 1)")
-
-
-def check_dropout(rates, hidden_units):
-    shown = ",".join(map(str, rates))
-    if len(rates) not in (1, len(hidden_units)):
-        raise UserError(
-            f"dropout={shown} gives {len(rates)} rates for {len(hidden_units)} hidden "
-            f"layer{'s' if len(hidden_units) > 1 else ''}; "
-            "give one rate for all, or one per hidden layer"
-        )
-    for rate in rates:
-        ok = isinstance(rate, (int, float)) and not isinstance(rate, bool)
-        if not (ok and 0.0 <= rate < 1.0):
-            raise UserError(
-                f"dropout={shown} must be in [0, 1)" + (" each" if len(rates) > 1 else "")
-            )
 
 
 # numpy's and Keras' seeds are unsigned 32-bit integers.
@@ -322,11 +291,7 @@ class RunConfig:
                 f"profile_steps={','.join(map(str, self.profile_steps))} must be FIRST,LAST "
                 "with 1 <= FIRST <= LAST"
             )
-        factor = self.divergence_factor
-        if not (isinstance(factor, (int, float)) and math.isfinite(factor) and factor >= 0):
-            raise UserError(
-                f"divergence_factor={factor!r} must be 0 (off) or a positive finite number"
-            )
+        check_non_negative_finite("divergence_factor", self.divergence_factor)
         check_positive_finite("sigma", self.sigma)
         check_positive_finite("learning_rate", self.learning_rate)
         check_fraction("validation_split", self.validation_split)
@@ -341,11 +306,8 @@ class RunConfig:
             object.__setattr__(self, name, tuple(getattr(self, name)))
 
     def _check_regularisation_and_schedule(self):
-        check_dropout(self.dropout, self.hidden_units)
-        decay = self.weight_decay
-        ok = isinstance(decay, (int, float)) and not isinstance(decay, bool)
-        if not (ok and math.isfinite(decay) and decay >= 0):
-            raise UserError(f"weight_decay={decay!r} must be 0 (off) or a positive finite number")
+        dropout_rates(self.dropout, self.hidden_units)
+        check_non_negative_finite("weight_decay", self.weight_decay)
         if self.warmup_epochs and self.warmup_epochs >= self.epochs:
             raise UserError(
                 f"warmup_epochs={self.warmup_epochs} must be smaller than epochs={self.epochs}"

@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from keras_mlp.config import check_fraction
+from keras_mlp.checks import check_accepted, check_fraction
 from keras_mlp.errors import UserError
 from keras_mlp.idx import read_idx_dir
 from keras_mlp.names import DATASETS
-from keras_mlp.sources import FASHION_MNIST_LABELS, find_dataset
+from keras_mlp.sources.find import FASHION_MNIST_LABELS, find_dataset
 
 # sha256 of Fashion-MNIST's 60000 training labels (uint8, in file order): how a
 # data_dir is recognised as Fashion-MNIST, whose class names then apply.
@@ -134,8 +134,7 @@ def _data_dir_label_names(name, data_dir, train_labels):
 
 def _arrays(name, data_dir, download):
     """`((train_x, train_y, test_x, test_y), label_names, source)` of a named set."""
-    if name not in DATASETS:
-        raise UserError(f"dataset={name!r} is not known; accepted: {', '.join(DATASETS)}")
+    check_accepted("dataset", name, DATASETS)
     if name == "synthetic":
         arrays = synthetic_arrays()
         return arrays, tuple(str(i) for i in range(int(arrays[1].max()) + 1)), "synthetic"

@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_mlp import signals
+from keras_mlp.checks import check_accepted, check_positive_int
 from keras_mlp.errors import TrainingInterrupted, UserError
 from keras_mlp.names import CLUSTER_TIMEOUT, STRATEGIES
 
@@ -250,8 +251,7 @@ def get_strategy(
     Raises:
         UserError: for an unknown name, impossible device counts or a bad cluster.
     """
-    if name not in STRATEGIES:
-        raise UserError(f"strategy={name!r} is not known; accepted: {', '.join(STRATEGIES)}")
+    check_accepted("strategy", name, STRATEGIES)
     gpus = tf.config.list_physical_devices("GPU")
     if num_gpus is not None and not 0 <= num_gpus <= len(gpus):
         raise UserError(f"num_gpus={num_gpus} but this machine has {len(gpus)} GPU(s)")
@@ -262,8 +262,7 @@ def get_strategy(
         return tf.distribute.OneDeviceStrategy(gpu_names[0] if gpu_names else "/cpu:0")
     if name == "multi_worker_mirrored":
         return _multi_worker(cluster_resolver(worker_hosts, task_index, num_gpus), cluster_timeout)
-    if not isinstance(cpu_devices, int) or cpu_devices < 1:
-        raise UserError(f"cpu_devices={cpu_devices!r} must be a positive integer")
+    check_positive_int("cpu_devices", cpu_devices)
     return _mirrored(tuple(gpu_names or _logical_cpus(cpu_devices)))
 
 

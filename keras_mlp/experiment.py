@@ -22,7 +22,6 @@ checkpoint and stop; nothing new starts; the tool then exits 130 or 143.
 import contextlib
 import dataclasses
 import json
-import math
 import os
 import signal
 import subprocess
@@ -34,6 +33,7 @@ import optuna
 from absl import flags
 
 from keras_mlp import hparams, run_dir, signals
+from keras_mlp.checks import check_positive_int, check_seconds
 from keras_mlp.errors import TrainingInterrupted, UserError
 
 STUDY = "study.db"
@@ -85,11 +85,8 @@ def check_flags(flag_values, directory_flag):
     """The experiment's own flags, checked before anything starts."""
     if not flag_values[directory_flag].value:
         raise UserError(f"--{directory_flag} is required")
-    if flag_values.parallel < 1:
-        raise UserError(f"--parallel={flag_values.parallel} must be a positive integer")
-    timeout = flag_values.trial_timeout
-    if not (timeout > 0 and math.isfinite(timeout)):
-        raise UserError(f"--trial_timeout={timeout:g} must be a positive number of seconds")
+    check_positive_int("--parallel", flag_values.parallel)
+    check_seconds("--trial_timeout", flag_values.trial_timeout)
 
 
 def trial_folder(number):

@@ -25,7 +25,7 @@ from contextlib import ExitStack
 from absl import flags
 
 from keras_mlp import cli, signals
-from keras_mlp.errors import UserError
+from keras_mlp.checks import check_positive_int, check_seconds
 
 GRACE_SECONDS = 3.0
 # The workers talk over 127.0.0.1, but TensorFlow's gRPC server binds every interface
@@ -92,28 +92,31 @@ class Worker:
         self._echo.join(timeout=5)
 
 
-def launch(num_workers, train_command, timeout):
-    """Runs `train_command` as `num_workers` workers; returns the launcher's exit status.
+def launch(workers, train_command, timeout):
+    """Runs `train_command` as `workers` worker processes; returns the launcher's exit
+    status.
 
     Exit 0 when every worker succeeds; otherwise the first failing worker's status
     (1 when it was killed by a signal, 124 on timeout), after stopping the rest.
+
+    Raises:
+        UserError: `workers` is not a positive integer, or `timeout` not a positive
+            finite number of seconds (named as the flags, `--workers`, `--timeout`).
     """
-    if num_workers < 1:
-        raise UserError(f"num_workers={num_workers} must be a positive integer")
-    if not timeout > 0:
-        raise UserError(f"timeout={timeout} must be a positive number of seconds")
-    hosts = [f"127.0.0.1:{port}" for port in free_ports(num_workers)]
-    workers = [
+    check_positive_int("workers", workers)
+    check_seconds("timeout", timeout)
+    hosts = [f"127.0.0.1:{port}" for port in free_ports(workers)]
+    started = [
         Worker(i, train_command, {**os.environ, "TF_CONFIG": tf_config(hosts, i)})
-        for i in range(num_workers)
+        for i in range(workers)
     ]
-    for worker, host in zip(workers, hosts, strict=True):
+    for worker, host in zip(started, hosts, strict=True):
         print(f"[launcher] worker {worker.index} (pid {worker.process.pid}) on {host}", flush=True)
     ports = ",".join(host.rpartition(":")[2] for host in hosts)
     print(f"[launcher] {EXPOSED_NOTE.format(ports=ports)}", flush=True)
     try:
         with signals.handled(_interrupt):
-            failed, status = _watch(workers, time.monotonic() + timeout, timeout)
+            failed, status = _watch(started, time.monotonic() + timeout, timeout)
     except _Interrupted as e:
         failed, status = None, 128 + e.signal_number
         print(
@@ -122,7 +125,7 @@ def launch(num_workers, train_command, timeout):
             flush=True,
         )
     finally:
-        _stop(workers)
+        _stop(started)
     if failed:
         code = failed.process.returncode
         reason = _describe_exit(code) + (f": {failed.last_error}" if failed.last_error else "")
@@ -210,11 +213,6 @@ def define_flags(flag_values):
 
 
 def _launch(flag_values, train_args):
-    # Checked here too, so that the command line's errors name its flags.
-    if flag_values.workers < 1:
-        raise UserError(f"--workers={flag_values.workers} must be a positive integer")
-    if not flag_values.timeout > 0:
-        raise UserError(f"--timeout={flag_values.timeout:g} must be a positive number of seconds")
     return launch(flag_values.workers, train_command(train_args), flag_values.timeout)
 
 

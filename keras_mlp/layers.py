@@ -6,11 +6,16 @@ created with `add_weight` in `build`; otherwise training would silently update
 nothing.
 """
 
-import math
-
 import keras
 from keras import ops
 
+from keras_mlp.checks import (
+    check_accepted,
+    check_fraction,
+    check_non_negative_finite,
+    check_positive_finite,
+    check_positive_int,
+)
 from keras_mlp.names import ACTIVATIONS
 
 
@@ -63,11 +68,7 @@ def get_activation(activation):
         return activation
     if isinstance(activation, dict):  # a serialized callable from get_config
         return keras.activations.deserialize(activation)
-    if activation not in ACTIVATIONS:
-        raise ValueError(
-            f"Unknown activation; accepted: {', '.join(ACTIVATIONS)}. Received: "
-            f"activation={activation!r}"
-        )
+    check_accepted("activation", activation, ACTIVATIONS)
     return relu if activation == "relu" else keras.activations.get(activation)
 
 
@@ -126,12 +127,9 @@ class ScratchDense(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if not isinstance(units, int) or isinstance(units, bool) or units <= 0:
-            raise ValueError(f"ScratchDense expected a positive integer. Received: units={units!r}")
-        if not (isinstance(sigma, (int, float)) and sigma > 0):
-            raise ValueError(f"ScratchDense expected a positive sigma. Received: sigma={sigma!r}")
+        check_positive_int("units", units)
         self.units = units
-        self.sigma = float(sigma)
+        self.sigma = check_positive_finite("sigma", sigma)
         self.activation = get_activation(activation)
         self.kernel_initializer = keras.initializers.get(
             kernel_initializer or keras.initializers.RandomNormal(stddev=self.sigma)
@@ -165,13 +163,6 @@ class ScratchDense(keras.layers.Layer):
             "bias_name": self.bias_name,
             "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
         }
-
-
-def _check_rate(rate):
-    ok = isinstance(rate, (int, float)) and not isinstance(rate, bool)
-    if not (ok and 0 <= rate < 1):
-        raise ValueError(f"Dropout expected a rate in [0, 1). Received: rate={rate!r}")
-    return float(rate)
 
 
 @keras.saving.register_keras_serializable(package="keras_mlp")
@@ -209,7 +200,7 @@ class Dropout(keras.layers.Layer):
 
     def __init__(self, rate, seed=None, **kwargs):
         super().__init__(**kwargs)
-        self.rate = _check_rate(rate)
+        self.rate = check_fraction("rate", rate)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed) if self.rate else None
         self.supports_masking = True
@@ -250,12 +241,7 @@ class L2Penalty(keras.regularizers.Regularizer):
     """
 
     def __init__(self, lambd):
-        ok = isinstance(lambd, (int, float)) and not isinstance(lambd, bool)
-        if not (ok and math.isfinite(lambd) and lambd >= 0):
-            raise ValueError(
-                f"L2Penalty expected a non-negative finite number. Received: lambd={lambd!r}"
-            )
-        self.lambd = float(lambd)
+        self.lambd = check_non_negative_finite("lambd", lambd)
 
     def __call__(self, x):
         return self.lambd * l2_penalty([x])

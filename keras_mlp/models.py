@@ -19,12 +19,19 @@ Hutter, "Decoupled Weight Decay Regularization", 2019).
 """
 
 import math
-import numbers
 import re
 
 import keras
 from keras import ops
 
+from keras_mlp.checks import (
+    check_accepted,
+    check_non_negative_finite,
+    check_positive_finite,
+    check_positive_int,
+    dropout_rates,
+)
+from keras_mlp.errors import UserError
 from keras_mlp.layers import (
     Dropout,
     L2Penalty,
@@ -38,10 +45,7 @@ from keras_mlp.names import INITIALIZERS, MODELS
 
 def kernel_initializer(name, sigma, model):
     """The Keras initializer called `name` (see `INITIALIZERS`) for `model`'s kernels."""
-    if name not in INITIALIZERS:
-        raise ValueError(
-            f"Unknown initializer; accepted: {', '.join(INITIALIZERS)}. Received: initializer={name!r}"
-        )
+    check_accepted("initializer", name, INITIALIZERS)
     if name == "normal" or (name == "default" and model == "scratch"):
         return keras.initializers.RandomNormal(stddev=sigma)
     return keras.initializers.get("glorot_uniform" if name == "default" else name)
@@ -49,41 +53,10 @@ def kernel_initializer(name, sigma, model):
 
 def _check_sizes(num_outputs, hidden_units):
     hidden_units = tuple(hidden_units)
-    for name, value in [("num_outputs", num_outputs), *(("hidden_units", h) for h in hidden_units)]:
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise ValueError(f"Expected a positive integer. Received: {name}={value!r}")
+    check_positive_int("num_outputs", num_outputs)
+    for width in hidden_units:
+        check_positive_int("hidden_units", width)
     return hidden_units
-
-
-def _check_sigma(sigma):
-    if not (isinstance(sigma, (int, float)) and sigma > 0):
-        raise ValueError(f"Expected a positive sigma. Received: sigma={sigma!r}")
-    return float(sigma)
-
-
-def dropout_rates(dropout, hidden_units):
-    """One dropout rate per hidden layer from `dropout`: a number for all of them, or
-    a sequence of one rate or one per hidden layer; each in [0, 1)."""
-    rates = tuple(dropout) if isinstance(dropout, (list, tuple)) else (dropout,)
-    if len(rates) not in (1, len(hidden_units)):
-        raise ValueError(
-            f"Expected one dropout rate, or one per hidden layer ({len(hidden_units)}). "
-            f"Received: dropout={dropout!r}"
-        )
-    for rate in rates:
-        ok = isinstance(rate, numbers.Real) and not isinstance(rate, bool)
-        if not (ok and 0 <= rate < 1):
-            raise ValueError(f"Expected dropout rates in [0, 1). Received: dropout={dropout!r}")
-    return tuple(float(rate) for rate in rates) * (len(hidden_units) // len(rates))
-
-
-def _check_weight_decay(weight_decay):
-    ok = isinstance(weight_decay, numbers.Real) and not isinstance(weight_decay, bool)
-    if not (ok and math.isfinite(weight_decay) and weight_decay >= 0):
-        raise ValueError(
-            f"Expected a non-negative finite weight_decay. Received: weight_decay={weight_decay!r}"
-        )
-    return float(weight_decay)
 
 
 @keras.saving.register_keras_serializable(package="keras_mlp")
@@ -142,11 +115,11 @@ class MLPScratch(keras.Model):
         super().__init__(**{"name": "mlp_scratch", **kwargs})
         self.hidden_units = _check_sizes(num_outputs, hidden_units)
         self.num_outputs = num_outputs
-        self.sigma = _check_sigma(sigma)
+        self.sigma = check_positive_finite("sigma", sigma)
         self.activation = get_activation(activation)
         self.initializer = initializer
         self.dropout = dropout_rates(dropout, self.hidden_units)
-        self.weight_decay = _check_weight_decay(weight_decay)
+        self.weight_decay = check_non_negative_finite("weight_decay", weight_decay)
         kernel_initializer(initializer, self.sigma, "scratch")  # the name, checked up front
         # With weight_decay 0, no penalty at all: the model is exactly the one without.
         penalty = L2Penalty(self.weight_decay) if self.weight_decay else None
@@ -261,7 +234,7 @@ def concise_mlp(
     hidden_units = _check_sizes(num_outputs, hidden_units)
     get_activation(activation)  # validates the name with the package's message
     rates = dropout_rates(dropout, hidden_units)
-    sigma = _check_sigma(sigma)
+    sigma = check_positive_finite("sigma", sigma)
     # A new initializer per layer, as Dense("glorot_uniform") makes: an unseeded Keras
     # initializer fixes its seed when created, so one shared instance would give every
     # layer of equal shape the very same kernel. All are made before any Dropout layer,
@@ -300,8 +273,9 @@ def build_model(
         initializer=initializer,
         dropout=dropout,
     )
+    check_accepted("name", name, MODELS)
     if name == "concise" and weight_decay:
-        raise ValueError(
+        raise UserError(
             "The concise model decays its weights through the optimizer: give "
             "keras_mlp.optimizers.build_optimizer(weight_decay=...). "
             f"Received: weight_decay={weight_decay!r}"
@@ -310,6 +284,4 @@ def build_model(
         model = MLPScratch(num_outputs, weight_decay=weight_decay, **settings)
         model.build((None, *input_shape))
         return model
-    if name == "concise":
-        return concise_mlp(input_shape, num_outputs, **settings)
-    raise ValueError(f"Unknown model; accepted: {', '.join(MODELS)}. Received: name={name!r}")
+    return concise_mlp(input_shape, num_outputs, **settings)

@@ -7,14 +7,9 @@ package's own runs make theirs (`run.make_optimizer`).
 import keras
 import tensorflow as tf
 
-from keras_mlp.errors import UserError
+from keras_mlp.checks import check_accepted
 from keras_mlp.names import OPTIMIZERS
-from keras_mlp.schedules import check_schedule, learning_rate_schedule
-
-
-def check_optimizer_name(name):
-    if name not in OPTIMIZERS:
-        raise UserError(f"optimizer={name!r} is not known; accepted: {', '.join(OPTIMIZERS)}")
+from keras_mlp.schedules import learning_rate_schedule
 
 
 def build_optimizer(
@@ -51,8 +46,7 @@ def build_optimizer(
         dtype policy is `mixed_float16` (float16 gradients underflow without loss
         scaling; bfloat16 needs none).
     """
-    check_optimizer_name(name)
-    check_schedule(lr_schedule)
+    check_accepted("optimizer", name, OPTIMIZERS)
     config = {
         "learning_rate": learning_rate_schedule(
             lr_schedule,

@@ -6,7 +6,7 @@ checkpoints keep that count, so a resumed run continues its schedule exactly.
 
 import keras
 
-from keras_mlp.errors import UserError
+from keras_mlp.checks import check_accepted
 from keras_mlp.names import LR_SCHEDULES
 
 # The schedules' shapes (see names.LR_SCHEDULES), as fractions of the steps after warm-up.
@@ -57,11 +57,6 @@ class Warmup(keras.optimizers.schedules.LearningRateSchedule):
         return cls(config["learning_rate"], config["warmup_steps"], after)
 
 
-def check_schedule(name):
-    if name not in LR_SCHEDULES:
-        raise UserError(f"lr_schedule={name!r} is not known; accepted: {', '.join(LR_SCHEDULES)}")
-
-
 def learning_rate_schedule(name, learning_rate, *, steps_per_epoch, epochs, warmup_epochs=0):
     """The optimizer's learning rate for schedule `name` (see `names.LR_SCHEDULES`),
     counted in training steps (the optimizer's `iterations`, which checkpoints keep).
@@ -72,7 +67,7 @@ def learning_rate_schedule(name, learning_rate, *, steps_per_epoch, epochs, warm
     `step` divides it by `STEP_FACTOR` at each of `STEP_BOUNDARIES`. With
     `warmup_epochs`, a linear ramp from 0 comes first (`Warmup`).
     """
-    check_schedule(name)
+    check_accepted("lr_schedule", name, LR_SCHEDULES)
     schedules = keras.optimizers.schedules
     warmup_steps = warmup_epochs * steps_per_epoch
     steps = max(epochs * steps_per_epoch - warmup_steps, 1)  # after the warm-up

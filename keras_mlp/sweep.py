@@ -34,6 +34,7 @@ import optuna
 from absl import flags
 
 from keras_mlp import cli, experiment, hparams, plots
+from keras_mlp.checks import check_positive_int
 from keras_mlp.config import RunConfig
 from keras_mlp.errors import UserError
 from keras_mlp.reporting import print_table, write_csv
@@ -358,8 +359,7 @@ def define_flags(flag_values):
 
 def _sweep(flag_values, train_args):
     experiment.check_flags(flag_values, "sweep_dir")
-    if flag_values.repeats < 1:
-        raise UserError(f"--repeats={flag_values.repeats} must be a positive integer")
+    check_positive_int("--repeats", flag_values.repeats)
     grid = parse_grid(flag_values.grid)
     base = [f"--flagfile={flag_values.base_flagfile}"] if flag_values.base_flagfile else []
     if flag_values.dry_run:

@@ -20,9 +20,10 @@ import tensorflow as tf
 
 from keras_mlp import callbacks as callbacks_lib
 from keras_mlp import inputs as inputs_lib
+from keras_mlp.checks import check_accepted
 from keras_mlp.distribute import from_every_worker
 from keras_mlp.errors import TrainingInterrupted, UserError
-from keras_mlp.optimizers import check_optimizer_name
+from keras_mlp.names import OPTIMIZERS
 from keras_mlp.steps import (  # noqa: F401  (compute_loss, replica_penalty: public here too)
     CompiledSteps,
     compute_loss,
@@ -171,7 +172,7 @@ class Trainer:
         verbose=True,
     ):
         if isinstance(optimizer, str):
-            check_optimizer_name(optimizer)  # now, not at fit
+            check_accepted("optimizer", optimizer, OPTIMIZERS)  # now, not at fit
         self.max_epochs = max_epochs
         self.batch_size = batch_size
         self.optimizer = optimizer

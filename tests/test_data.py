@@ -14,8 +14,8 @@ from absl.testing import parameterized
 
 from keras_mlp import data as data_lib
 from keras_mlp import idx as idx_lib
-from keras_mlp import sources
 from keras_mlp.errors import UserError
+from keras_mlp.sources.find import FASHION_MNIST_LABELS
 
 REAL_DATA_DIR = os.environ.get("KERAS_MLP_FASHION_MNIST_DIR")
 
@@ -182,7 +182,7 @@ class LoadDatasetTest(tf.test.TestCase):
         data = data_lib.load_dataset("fashion_mnist", data_dir=REAL_DATA_DIR)
         self.assertEqual(data.train_images.shape, (60000, 28, 28))
         self.assertEqual(data.val_images.shape, (10000, 28, 28))
-        self.assertEqual(data.label_names, sources.FASHION_MNIST_LABELS)
+        self.assertEqual(data.label_names, FASHION_MNIST_LABELS)
         self.assertNear(float(data.train_images.mean() / 255), 0.2860, 1e-4)
         self.assertNear(float((data.train_images / 255).std()), 0.3530, 1e-4)
 

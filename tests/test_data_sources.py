@@ -37,11 +37,14 @@ from cli_util import REPO, error_lines, run_main, tool_env
 from PIL import Image
 from tensorflow_datasets.image_classification import mnist as tfds_mnist
 
-from keras_mlp import cli, predict, sources, train
+from keras_mlp import cli, predict, train
 from keras_mlp import data as data_lib
 from keras_mlp import idx as idx_lib
 from keras_mlp.errors import UserError
 from keras_mlp.names import DATASETS
+from keras_mlp.sources import network
+from keras_mlp.sources.find import CIFAR10_LABELS, FASHION_MNIST_LABELS
+from keras_mlp.sources.published import KERAS_SETS
 
 REAL_DATA_DIR = os.environ.get("KERAS_MLP_FASHION_MNIST_DIR")
 PROXIES = ("http_proxy", "https_proxy", "ftp_proxy", "all_proxy", "no_proxy")
@@ -71,22 +74,22 @@ def hermetic(monkeypatch, tmp_path):
 
 def set_origin(monkeypatch, origin):
     """Every keras set's files downloaded from `origin` (a URL ending in /)."""
-    for name, keras_files in list(sources.KERAS_SETS.items()):
+    for name, keras_files in list(KERAS_SETS.items()):
         files = tuple(dataclasses.replace(f, url=origin + f.name) for f in keras_files.files)
-        monkeypatch.setitem(sources.KERAS_SETS, name, dataclasses.replace(keras_files, files=files))
+        monkeypatch.setitem(KERAS_SETS, name, dataclasses.replace(keras_files, files=files))
 
 
 def publish(monkeypatch, name, contents):
     """Makes `contents` (file name -> bytes, decompressed for .gz files) the published
     files of keras set `name`: their sizes and SHA-256, computed here."""
-    keras_files = sources.KERAS_SETS[name]
+    keras_files = KERAS_SETS[name]
     files = tuple(
         dataclasses.replace(
             f, size=len(contents[f.name]), sha256=hashlib.sha256(contents[f.name]).hexdigest()
         )
         for f in keras_files.files
     )
-    monkeypatch.setitem(sources.KERAS_SETS, name, dataclasses.replace(keras_files, files=files))
+    monkeypatch.setitem(KERAS_SETS, name, dataclasses.replace(keras_files, files=files))
 
 
 def idx_bytes(array):
@@ -181,7 +184,7 @@ def test_fashion_mnist_from_the_keras_cache_layout(monkeypatch):
         strict=True,
     ):
         np.testing.assert_array_equal(got, want)
-    assert data.label_names == sources.FASHION_MNIST_LABELS
+    assert data.label_names == FASHION_MNIST_LABELS
     assert data.source == str(folder)
     assert not Path(os.environ["TFDS_DATA_DIR"]).exists()  # found before tfds was asked
 
@@ -229,7 +232,7 @@ def cifar_archive(meta_names, train_per_batch=4, test=6, seed=2, extra=None):
 def test_cifar10_from_the_keras_archive_keeps_the_channel_axis(monkeypatch):
     meta_names = [f"class{i}" for i in range(10)]  # the names come from batches.meta
     members, archive = cifar_archive(meta_names)
-    name = sources.KERAS_SETS["cifar10"].files[0].name
+    name = KERAS_SETS["cifar10"].files[0].name
     publish(monkeypatch, "cifar10", {name: archive})
     write_files(keras_datasets(), {name: archive})
     data = data_lib.load_dataset("cifar10")
@@ -251,9 +254,9 @@ class _RunsCode:
 
 def test_cifar10_archive_may_hold_arrays_only_never_code(monkeypatch):
     _, archive = cifar_archive(
-        sources.CIFAR10_LABELS, extra={"test_batch": pickle.dumps(_RunsCode(), protocol=2)}
+        CIFAR10_LABELS, extra={"test_batch": pickle.dumps(_RunsCode(), protocol=2)}
     )
-    name = sources.KERAS_SETS["cifar10"].files[0].name
+    name = KERAS_SETS["cifar10"].files[0].name
     publish(monkeypatch, "cifar10", {name: archive})
     write_files(keras_datasets(), {name: archive})
     message, _ = load_offline_error("cifar10")
@@ -296,7 +299,7 @@ def test_published_hashes_are_keras_own(monkeypatch):
 
     monkeypatch.undo()  # the real table, URLs included
     for name, module in (("mnist", mnist), ("cifar10", cifar10)):
-        (published,) = sources.KERAS_SETS[name].files
+        (published,) = KERAS_SETS[name].files
         source = inspect.getsource(module)
         assert published.sha256 in source
         assert published.url.rsplit("/", 1)[1] in source
@@ -391,7 +394,7 @@ def test_an_unanswered_name_lookup_is_bounded(monkeypatch):
         return real_getaddrinfo(host, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    monkeypatch.setattr(sources, "CONNECT_TIMEOUT", 0.3)
+    monkeypatch.setattr(network, "CONNECT_TIMEOUT", 0.3)
     set_origin(monkeypatch, "http://datasets.invalid/")
     try:
         message, seconds = load_offline_error()
@@ -406,7 +409,7 @@ def test_a_server_that_never_answers_is_bounded(monkeypatch):
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(8)  # the kernel accepts connections; nobody ever answers them
-    monkeypatch.setattr(sources, "READ_TIMEOUT", 0.5)
+    monkeypatch.setattr(network, "READ_TIMEOUT", 0.5)
     set_origin(monkeypatch, f"http://127.0.0.1:{listener.getsockname()[1]}/")
     try:
         message, seconds = load_offline_error()
@@ -462,7 +465,7 @@ def test_kmnist_through_tensorflow_datasets(prepared):
 def test_cifar10_from_a_prepared_tensorflow_datasets_copy(prepared):
     data = data_lib.load_dataset("cifar10")  # the keras cache is empty: tfds is next
     assert data.train_images.shape == (24, 32, 32, 3)
-    assert data.label_names == sources.CIFAR10_LABELS
+    assert data.label_names == CIFAR10_LABELS
     assert data.source.startswith("tensorflow-datasets ")
     assert not keras_datasets().exists()  # found before any download
 
@@ -604,7 +607,7 @@ def test_colour_set_trains_exports_and_predicts(prepared, tmp_path):
     assert result.returncode == 0, result.stderr
     metrics = json.loads((model_dir / "metrics.json").read_text())
     assert metrics["data"]["input_shape"] == [32, 32, 3]
-    assert metrics["data"]["label_names"] == list(sources.CIFAR10_LABELS)
+    assert metrics["data"]["label_names"] == list(CIFAR10_LABELS)
     serve_fn = tf.saved_model.load(str(model_dir / "export")).signatures["serving_default"]
     spec = serve_fn.structured_input_signature[1]["images"]
     assert spec.shape.as_list() == [None, 32, 32, 3] and spec.dtype == tf.uint8
@@ -631,7 +634,7 @@ def test_colour_set_trains_exports_and_predicts(prepared, tmp_path):
         "colour-images-idx3-ubyte.gz[0]",
         "colour-images-idx3-ubyte.gz[1]",
     ]
-    assert all(line.split(": ")[1].rsplit(" ", 1)[0] in sources.CIFAR10_LABELS for line in lines)
+    assert all(line.split(": ")[1].rsplit(" ", 1)[0] in CIFAR10_LABELS for line in lines)
     refused = run_main(predict.main, f"--model_dir={model_dir}", tmp_path / "gray.png")
     assert refused.returncode == 2
     assert error_lines(refused) == [

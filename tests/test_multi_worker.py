@@ -25,6 +25,7 @@ from tensorboard.backend.event_processing import event_accumulator
 
 from keras_mlp import launch, train
 from keras_mlp.data import load_dataset
+from keras_mlp.errors import UserError
 from keras_mlp.launch import free_ports, tf_config
 
 # CPU only (num_gpus=0), also on a GPU host: one device, mirrored on 2 logical CPUs
@@ -264,6 +265,15 @@ class LauncherInputTest(tf.test.TestCase):
             self.assertEqual(result.returncode, 2, result.stderr)
             self.assertEqual(error_lines(result), [f"error: {message}"])
             self.assertNotIn("[launcher] worker", result.stdout)
+
+    def test_the_library_call_checks_what_the_flags_check(self):
+        for args, message in [
+            ((0, ["true"], 60.0), "workers=0 must be a positive integer"),
+            ((1, ["true"], 0.0), "timeout=0 must be a positive number of seconds"),
+            ((1, ["true"], float("inf")), "timeout=inf must be a positive number of seconds"),
+        ]:
+            with self.assertRaisesRegex(UserError, f"^{re.escape(message)}$"):
+                launch.launch(*args)
 
     def test_failing_worker_is_named_with_its_reason(self):
         result = run_main(launch.main, "--workers=2", "--timeout=60", "--", "--model=nope")

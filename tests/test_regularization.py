@@ -21,7 +21,8 @@ from keras_mlp.config import RunConfig
 from keras_mlp.data import load_dataset
 from keras_mlp.distribute import get_strategy
 from keras_mlp.errors import UserError
-from keras_mlp.models import build_model
+from keras_mlp.layers import ScratchDense
+from keras_mlp.models import MLPScratch, build_model, concise_mlp
 from keras_mlp.optimizers import build_optimizer
 from keras_mlp.run import train
 from keras_mlp.schedules import Warmup, learning_rate_schedule
@@ -291,6 +292,47 @@ class PlateauAndSettingsTest(tf.test.TestCase, parameterized.TestCase):
     def test_bad_settings_are_refused_naming_the_arguments(self, kwargs, message):
         with self.assertRaisesRegex(UserError, message):
             RunConfig(**kwargs)
+
+    @parameterized.named_parameters(
+        (
+            "sigma",
+            {"sigma": 0.0},
+            [lambda: MLPScratch(sigma=0.0), lambda: ScratchDense(2, sigma=0.0)],
+        ),
+        (
+            "dropout",
+            {"dropout": 1.5},
+            [lambda: MLPScratch(dropout=1.5), lambda: concise_mlp((4,), 3, dropout=1.5)],
+        ),
+        (
+            "dropout_count",
+            {"hidden_units": (8, 8), "dropout": (0.1, 0.2, 0.3)},
+            [lambda: MLPScratch(hidden_units=(8, 8), dropout=(0.1, 0.2, 0.3))],
+        ),
+        ("weight_decay", {"weight_decay": -1.0}, [lambda: MLPScratch(weight_decay=-1.0)]),
+        (
+            "optimizer",
+            {"optimizer": "sgdd"},
+            [
+                lambda: Trainer(optimizer="sgdd"),
+                lambda: build_optimizer(None, "sgdd", steps_per_epoch=1, epochs=1),
+            ],
+        ),
+        (
+            "lr_schedule",
+            {"lr_schedule": "linear"},
+            [lambda: learning_rate_schedule("linear", 0.1, steps_per_epoch=1, epochs=1)],
+        ),
+    )
+    def test_config_and_library_refuse_a_setting_with_one_check(self, kwargs, library_calls):
+        """Each check is written once (keras_mlp.checks): the config and the layer, model,
+        optimizer or schedule taking the value raise the same error."""
+        with self.assertRaises(UserError) as from_config:
+            RunConfig(**kwargs)
+        for call in library_calls:
+            with self.assertRaises(UserError) as from_library:
+                call()
+            self.assertEqual(str(from_library.exception), str(from_config.exception))
 
     def test_settings_default_off_and_one_rate_means_every_layer(self):
         config = RunConfig()

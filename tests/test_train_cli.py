@@ -28,7 +28,7 @@ from keras_mlp import launch, predict, train
 from keras_mlp.config import RunConfig
 from keras_mlp.data import load_dataset, synthetic_arrays
 from keras_mlp.idx import read_idx, write_idx
-from keras_mlp.sources import FASHION_MNIST_LABELS
+from keras_mlp.sources.find import FASHION_MNIST_LABELS
 
 REAL_DATA_DIR = os.environ.get("KERAS_MLP_FASHION_MNIST_DIR")
 QUICK = ("--dataset=synthetic", "--epochs=1", "--batch_size=64")
@@ -439,40 +439,51 @@ class TrainedRunTest(tf.test.TestCase):
             self.assertEqual(scores[f"float{i}.tiff"], scores[f"eight{i}.png"])
 
 
-# The chapter's bar is 0.85 after 10 epochs. The scratch seed run ends right at it: in
-# deterministic runs on the 2-core test machine, seeds 0-5 gave a final val_accuracy of
-# 0.8515-0.8543, while the mean of the last two epochs (0.847-0.852) fell below the bar
-# for 3 of the 6 seeds, as accuracy still rises at epoch 10. So the check is on the final
-# epoch of a chosen seed: seed 3 gave 0.8542 (scratch; epoch 9: 0.8499) and 0.8627
-# (concise), margins 0.004 and 0.013. Results differ across machines and thread counts
-# (docs/design.md, "Determinism"); on another machine expect the same range, not the same digits.
-REAL_DATA_SEED = 3
+# The chapter's bar is 0.85 after 10 epochs. The check is on the mean final val_accuracy
+# of the first three seeds (fixed in advance, not picked), so that one seed's luck neither
+# passes nor fails it. Deterministic runs on the 2-core test machine (2026-12-04) gave,
+# for seeds 0-5: scratch 0.8515, 0.8536, 0.8524, 0.8542, 0.8543, 0.8530 (mean of 0-2:
+# 0.8525; seed-to-seed std 0.0011, so that mean's std is about 0.0006 and the bar is about
+# 4 of them below it); concise 0.8608, 0.8626, 0.8622, 0.8635, 0.8630, 0.8594 (mean of 0-2:
+# 0.8619). Results differ across machines and thread counts (docs/design.md,
+# "Determinism"); on another machine expect the same range, not the same digits. A run
+# takes 12-22 s on the shared 2-core machine (half of it the process start): the six,
+# 75-135 s, three times the single seed's two runs.
+REAL_DATA_SEEDS = (0, 1, 2)
+CHAPTER_BAR = 0.85
 
 
 @pytest.mark.slow
 class RealDataSeedRunTest(tf.test.TestCase):
-    def test_seed_runs_reach_085_on_real_fashion_mnist(self):
+    def _final_accuracy(self, name, seed):
+        """The final val_accuracy of the chapter's run of model `name` with `seed`."""
+        model_dir = Path(self.get_temp_dir()) / f"real_{name}_{seed}"
+        result = run_tool(
+            "train",
+            f"--flagfile={CONFIGS / f'{name}.flags'}",
+            f"--data_dir={REAL_DATA_DIR}",
+            f"--model_dir={model_dir}",
+            f"--seed={seed}",
+            "--deterministic",  # the same digits on every rerun on one machine
+            timeout=600,
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        metrics = metrics_of(model_dir)
+        history = metrics["history"]
+        print(f"{name} seed {seed}: val_accuracy by epoch {history['val_accuracy']}")
+        self.assertLen(history["val_accuracy"], 10)
+        self.assertEqual(metrics["data"]["label_names"], list(FASHION_MNIST_LABELS))
+        self.assertLess(history["loss"][-1], 0.75 * history["loss"][0])
+        return history["val_accuracy"][-1]
+
+    def test_seed_runs_reach_085_on_real_fashion_mnist_on_average(self):
         if not REAL_DATA_DIR:
             self.skipTest("set KERAS_MLP_FASHION_MNIST_DIR to the real Fashion-MNIST files")
         for name in ("scratch", "concise"):
-            model_dir = Path(self.get_temp_dir()) / f"real_{name}"
-            result = run_tool(
-                "train",
-                f"--flagfile={CONFIGS / f'{name}.flags'}",
-                f"--data_dir={REAL_DATA_DIR}",
-                f"--model_dir={model_dir}",
-                f"--seed={REAL_DATA_SEED}",
-                "--deterministic",  # the same digits on every rerun on one machine
-                timeout=600,
-            )
-            self.assertEqual(result.returncode, 0, result.stderr)
-            metrics = metrics_of(model_dir)
-            history = metrics["history"]
-            print(f"{name}: val_accuracy by epoch {history['val_accuracy']}")
-            self.assertLen(history["val_accuracy"], 10)
-            self.assertEqual(metrics["data"]["label_names"], list(FASHION_MNIST_LABELS))
-            self.assertGreaterEqual(history["val_accuracy"][-1], 0.85)
-            self.assertLess(history["loss"][-1], 0.75 * history["loss"][0])
+            accuracies = [self._final_accuracy(name, seed) for seed in REAL_DATA_SEEDS]
+            mean = float(np.mean(accuracies))
+            print(f"{name}: mean final val_accuracy {mean:.4f} over seeds {REAL_DATA_SEEDS}")
+            self.assertGreaterEqual(mean, CHAPTER_BAR, f"{name}: {accuracies}")
 
 
 if __name__ == "__main__":

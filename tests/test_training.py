@@ -265,6 +265,51 @@ class TrainerTest(tf.test.TestCase, parameterized.TestCase):
                 isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer), scaled, policy
             )
 
+    @parameterized.parameters(
+        ("scratch", "mixed_float16", True),
+        ("concise", "mixed_float16", True),
+        ("scratch", "mixed_bfloat16", False),
+        ("concise", "mixed_bfloat16", False),
+    )
+    def test_a_run_scales_the_loss_for_float16_only(self, model_name, dtype, scaled):
+        """The command line's path (run.train: make_optimizer, build_optimizer): float16
+        gradients underflow without loss scaling, bfloat16 (float32's exponent) needs none."""
+        self.addCleanup(keras.mixed_precision.set_global_policy, "float32")
+        config = RunConfig(
+            model=model_name,
+            dataset="synthetic",
+            hidden_units=(32,),
+            epochs=1,
+            batch_size=64,
+            optimizer="adam",
+            learning_rate=1e-3,
+            dtype=dtype,
+            model_dir=self.get_temp_dir() + f"/{model_name}_{dtype}",
+        )
+        optimizer = train(config, verbose=False).model.optimizer
+        self.assertEqual(isinstance(optimizer, keras.optimizers.LossScaleOptimizer), scaled)
+        inner = optimizer.inner_optimizer if scaled else optimizer
+        self.assertIsInstance(inner, keras.optimizers.Adam)  # the one asked for, inside
+        if scaled:  # dynamic: a finite scale, and the run's steps applied (not all skipped)
+            self.assertTrue(np.isfinite(float(optimizer.dynamic_scale.numpy())))
+            self.assertGreater(int(optimizer.iterations.numpy()), 0)
+
+    def test_the_package_optimizer_scales_the_loss_for_float16_only(self):
+        for policy, scaled in (
+            ("mixed_float16", True),
+            ("mixed_bfloat16", False),
+            ("float32", False),
+        ):
+            keras.mixed_precision.set_global_policy(policy)
+            try:
+                model = build_model("scratch", (4,), 3, hidden_units=(8,))
+            finally:
+                keras.mixed_precision.set_global_policy("float32")
+            optimizer = build_optimizer(model, "sgd", steps_per_epoch=1, epochs=1)
+            self.assertEqual(
+                isinstance(optimizer, keras.optimizers.LossScaleOptimizer), scaled, policy
+            )
+
     def test_float16_replicas_skip_a_non_finite_step_together(self):
         """One replica's overflow skips the step on every replica (Keras' loss scaling
         would follow replica 0 alone and apply the other's inf), and a skipped step does
