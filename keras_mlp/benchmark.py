@@ -26,11 +26,11 @@ import tensorflow as tf
 from absl import flags
 from matplotlib.figure import Figure
 
-from keras_mlp import cli, contenders, speed
+from keras_mlp import cli, contenders, process, speed
 from keras_mlp import data as data_lib
 from keras_mlp.checks import check_positive_int
 from keras_mlp.errors import UserError
-from keras_mlp.names import MODELS
+from keras_mlp.names import MODELS, ONEDNN_SETTINGS
 from keras_mlp.reporting import print_table, save_figure, write_json
 
 # The column every other is divided by, when it was measured.
@@ -46,15 +46,6 @@ def mlp_epoch_flops(input_dim, hidden_units, num_classes, num_train, num_val, ba
     forward = 2 * sum(layer_macs)
     backward = 2 * sum(layer_macs) + 2 * sum(layer_macs[1:])
     return trained * (forward + backward) + num_val * forward
-
-
-def process_settings():
-    """The process-wide settings a measurement ran with."""
-    return {
-        "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset"),
-        "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
-        "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
-    }
 
 
 _KEYS = ("train_images", "train_labels", "val_images", "val_labels")
@@ -83,7 +74,7 @@ def measure(contender, model_name, arrays_path, epochs):
         "epoch_seconds": seconds,
         "val_accuracy": val_accuracy,
         "peak_rss_mib": speed.peak_rss_mib(),
-        "settings": process_settings(),
+        "settings": process.settings(),
     }
 
 
@@ -330,6 +321,13 @@ def define_flags(flag_values):
     flags.DEFINE_integer(
         "bandwidth_mb", 256, "matmul: MiB copied to measure memory bandwidth.", **kw
     )
+    flags.DEFINE_enum(
+        "onednn",
+        "auto",
+        ONEDNN_SETTINGS,
+        "train: oneDNN in the contenders' processes, as keras-mlp-train --onednn.",
+        **kw,
+    )
     # The internal command each timed TensorFlow contender runs in its own process.
     flags.DEFINE_enum(
         "contender", "ours", contenders.CONTENDERS, "measure (internal): what to time.", **kw
@@ -393,6 +391,7 @@ def _benchmark(fv, args):
         print(json.dumps(measure(fv.contender, fv.model, fv.arrays, fv.epochs)))
         return 0
     os.makedirs(fv.output_dir, exist_ok=True)
+    process.choose(fv.onednn)  # each contender's process starts TensorFlow with it
     if command == "train":
         run_train_benchmark(
             fv.output_dir,

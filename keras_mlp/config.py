@@ -27,6 +27,7 @@ from keras_mlp.names import (
     INITIALIZERS,
     LR_SCHEDULES,
     MODELS,
+    ONEDNN_SETTINGS,
     OPTIMIZERS,
     STRATEGIES,
 )
@@ -223,6 +224,14 @@ class RunConfig:
         False,
         "Replace the run in --model_dir; without it a finished run is reported, an unfinished "
         "one resumed, and one with other settings refused.",
+        compared=False,
+    )
+    onednn: str = setting(
+        "auto",
+        "TensorFlow's oneDNN CPU kernels (TF_ENABLE_ONEDNN_OPTS, read when TensorFlow "
+        "starts): on, off, or auto: the environment's TF_ENABLE_ONEDNN_OPTS if set, else "
+        "off (faster for these small matmuls; README, Performance).",
+        choices=ONEDNN_SETTINGS,
         compared=False,
     )
     deterministic: bool = setting(

@@ -48,6 +48,7 @@ DATASETS = ("fashion_mnist", "mnist", "kmnist", "emnist/letters", "cifar10", "sy
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker_mirrored")
 
 # Keras dtype policies: float32, or mixed precision (float32 weights, 16-bit math) for GPUs.
+ONEDNN_SETTINGS = ("auto", "on", "off")
 DTYPES = ("float32", "mixed_float16", "mixed_bfloat16")
 
 # Seconds a worker of a cluster waits for the others before it gives up (--cluster_timeout).

@@ -14,6 +14,7 @@ from pathlib import Path
 import tensorflow as tf
 from matplotlib.figure import Figure
 
+from keras_mlp import process
 from keras_mlp.errors import OutputError
 
 # What a write that failed raises: OSError from Python's files, and TensorFlow's
@@ -151,6 +152,7 @@ def save_run(model_dir, model, history, data, run_config, stopped_early=False):
             "label_names": list(data.label_names),
             "num_train_examples": len(data.train_images),
         },
+        "process": process.settings(),  # what TensorFlow started with (oneDNN on or off)
     }
     writes = [
         ("model.keras", lambda path: _atomic_path(path, model.save)),

@@ -16,7 +16,7 @@ import keras
 import tensorflow as tf
 
 from keras_mlp import data as data_lib
-from keras_mlp import reporting, run_dir, signals
+from keras_mlp import process, reporting, run_dir, signals
 from keras_mlp.augment import Augmentation
 from keras_mlp.data import load_dataset
 from keras_mlp.distribute import from_every_worker, get_strategy, is_chief
@@ -222,8 +222,8 @@ def _describe(config, data, model, strategy, model_dir):
         f"{config.model} MLP {'x'.join(map(str, data.input_shape))} -> "
         f"{' -> '.join(map(str, config.hidden_units))} -> {data.num_classes} on {data.name} "
         f"({len(data.train_images)} train, {len(data.val_images)} {data.validation} examples), "
-        f"{model.count_params():,} parameters, {strategy.num_replicas_in_sync} replica(s); "
-        f"outputs in {model_dir}"
+        f"{model.count_params():,} parameters, {strategy.num_replicas_in_sync} replica(s), "
+        f"{process.describe()}; outputs in {model_dir}"
     )
 
 

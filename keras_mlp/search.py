@@ -26,7 +26,7 @@ import optuna
 from absl import flags
 from tensorboard.plugins.hparams import summary_v2 as hp
 
-from keras_mlp import cli, experiment, hparams, plots
+from keras_mlp import cli, experiment, hparams, plots, process
 from keras_mlp.errors import UserError
 from keras_mlp.names import LR_SCHEDULES
 from keras_mlp.reporting import print_table, write_csv, write_json
@@ -234,6 +234,7 @@ def run_search(
     the whole training set and measures its test accuracy once; returns the report.
     Options: `parallel`, `timeout`, `retry_failed`."""
     _check_base(base, max_epochs)
+    process.choose(base.onednn)  # the trials' processes inherit it
     search_dir = Path(search_dir)
     spec = {
         "tool": "search",

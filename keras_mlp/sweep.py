@@ -33,7 +33,7 @@ import numpy as np
 import optuna
 from absl import flags
 
-from keras_mlp import cli, experiment, hparams, plots
+from keras_mlp import cli, experiment, hparams, plots, process
 from keras_mlp.checks import check_positive_int
 from keras_mlp.config import RunConfig
 from keras_mlp.errors import UserError
@@ -269,6 +269,7 @@ def run_sweep(sweep_dir, grid, train_args, parallel=1, timeout=3600, verbose=Tru
     summary (one row per grid point, in grid order). Options: `repeats`, `retry_failed`."""
     grid = {k: list(v) for k, v in grid.items()}
     base = training_config(train_args)
+    process.choose(base.onednn)  # the trials' processes inherit it
     seeds = seeds_of(grid, options.get("repeats", 1), base)
     configs = grid_configs(grid, train_args)
     sweep_dir = Path(sweep_dir)

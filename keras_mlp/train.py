@@ -10,12 +10,13 @@ Ctrl-C/SIGTERM (after 3, 130 and 143, rerun the same command to resume).
 
 import sys
 
-from keras_mlp import cli
+from keras_mlp import cli, process
 
 
 def _train(flag_values, args):
     cli.no_positional(args)
     config = cli.config_from_flags(flag_values)  # every setting checked before TensorFlow loads
+    process.choose(config.onednn)
     cli.quiet_tensorflow()
     from keras_mlp.run import train  # TensorFlow starts here
 

@@ -21,7 +21,7 @@ import pytest
 import tensorflow as tf
 from cli_util import error_lines, run_main
 
-from keras_mlp import benchmark, contenders, speed
+from keras_mlp import benchmark, contenders, process, speed
 from keras_mlp import data as data_lib
 from keras_mlp.benchmark import mlp_epoch_flops
 from keras_mlp.models import build_model
@@ -173,7 +173,7 @@ def test_every_tensorflow_contender_trains_the_same_examples_and_learns(
         record = benchmark.measure(contender, "concise", synthetic_arrays, 2)
         assert len(record["epoch_seconds"]) == 2
         assert record["val_accuracy"] > 0.5, (contender, record)  # chance is 0.2: it trained
-        assert record["settings"] == benchmark.process_settings()
+        assert record["settings"] == process.settings()  # this process's: TensorFlow's own
     # Plain fit gets exactly the examples our Trainer trains per epoch (full batches).
     assert fits == [(SYNTHETIC_TRAINED, SYNTHETIC_TRAINED, 256, 500)] * len(contenders.KERAS_FIT)
 
