@@ -6,18 +6,17 @@ holds the run's HParams session and config text; a profile goes to
 `logs/plugins/profile`.
 """
 
-import io
 import json
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
-from matplotlib.figure import Figure
 from tensorboard.plugins.hparams import api as hp
 
 from keras_mlp import data as data_lib
 from keras_mlp import hparams as hparams_lib
 from keras_mlp.callbacks import Callback, steps_to_multiple
+from keras_mlp.figures import confusion_image, confusion_table, image_grid
 from keras_mlp.steps import compute_loss
 from keras_mlp.training import HISTORY_KEYS
 
@@ -48,29 +47,6 @@ def write_hparams_experiment(directory, names):
         hp.hparams_config(hparams=[hp.HParam(name) for name in names], metrics=hparams_lib.METRICS)
 
 
-def figure_png(fig):
-    """A matplotlib `Figure` as a `(1, H, W, 4)` image tensor."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=80)
-    return tf.image.decode_png(buffer.getvalue(), channels=4)[tf.newaxis]
-
-
-def image_grid(images, predicted, labels, label_names):
-    """Validation images titled `predicted (true)`, green when right, red when wrong."""
-    side = int(np.ceil(np.sqrt(len(images))))
-    fig = Figure(figsize=(1.6 * side, 1.8 * side))
-    axes = fig.subplots(side, side, squeeze=False)
-    for ax in np.ravel(axes):
-        ax.axis("off")
-    for ax, image, p, t in zip(np.ravel(axes), images, predicted, labels, strict=False):
-        ax.imshow(image, cmap="gray_r")
-        ax.set_title(
-            f"{label_names[p]}\n({label_names[t]})", fontsize=7, color="green" if p == t else "red"
-        )
-    fig.tight_layout()
-    return figure_png(fig)
-
-
 def confusion_matrix(model, images, labels, num_classes, batch_size=1024):
     """Counts of (true label, predicted label) over a whole split, computed locally."""
     predicted = np.concatenate(
@@ -82,42 +58,6 @@ def confusion_matrix(model, images, labels, num_classes, batch_size=1024):
     return np.bincount(labels * num_classes + predicted, minlength=num_classes**2).reshape(
         num_classes, num_classes
     )
-
-
-def confusion_image(confusion, label_names):
-    """The confusion matrix (rows: true label, columns: predicted), counts written in."""
-    k = len(label_names)
-    fig = Figure(figsize=(0.5 * k + 2, 0.5 * k + 1.5))
-    ax = fig.subplots()
-    ax.imshow(confusion, cmap="Blues")
-    ax.set_xticks(range(k), label_names, rotation=90, fontsize=7)
-    ax.set_yticks(range(k), label_names, fontsize=7)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    for (i, j), count in np.ndenumerate(confusion):
-        dark = count > confusion.max() / 2
-        ax.text(
-            j,
-            i,
-            int(count),
-            ha="center",
-            va="center",
-            fontsize=6,
-            color="white" if dark else "black",
-        )
-    fig.tight_layout()
-    return figure_png(fig)
-
-
-def confusion_table(confusion, label_names):
-    """The confusion matrix as a Markdown table (TensorBoard's Text tab), counts exact."""
-    header = "| true \\ predicted | " + " | ".join(label_names) + " |"
-    rule = "|---" * (len(label_names) + 1) + "|"
-    rows = [
-        f"| {name} | " + " | ".join(str(int(c)) for c in counts) + " |"
-        for name, counts in zip(label_names, confusion, strict=True)
-    ]
-    return "\n".join([header, rule, *rows])
 
 
 def logged_epochs(directory, tag="epoch_loss"):

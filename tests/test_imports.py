@@ -31,6 +31,7 @@ MODULES = [
     "keras_mlp.callbacks",
     "keras_mlp.schedules",
     "keras_mlp.training",
+    "keras_mlp.figures",
     "keras_mlp.summaries",
     "keras_mlp.reporting",
     "keras_mlp.run_dir",
