@@ -24,6 +24,7 @@ from keras_mlp.errors import TrainingInterrupted, UserError
 from keras_mlp.inputs import ArrayInput
 from keras_mlp.models import build_model
 from keras_mlp.optimizers import build_optimizer
+from keras_mlp.profiling import StepProfiler
 from keras_mlp.summaries import TensorBoardLogger
 from keras_mlp.training import Trainer, weights_fingerprint
 
@@ -90,22 +91,25 @@ def _completed(model_dir, verbose, chief=True):
 
 
 def run_callbacks(config, data, model_dir, chief, session_group=None):
-    """The callbacks a config asks for: TensorBoard always (written by the chief), early
-    stopping, and reducing the learning rate on a plateau of the validation loss."""
+    """The callbacks a config asks for: TensorBoard always and the profiler on request
+    (both written by the chief; every worker takes the same chunks), early stopping,
+    and reducing the learning rate on a plateau of the validation loss."""
+    log_dir = Path(model_dir) / "logs" if chief else None
     callbacks = [
         TensorBoardLogger(
-            Path(model_dir) / "logs" if chief else None,
+            log_dir,
             data,
             config.to_dict(),
             hparams=config.hyperparameters(),
             session_group=session_group,
             log_every_steps=config.log_every_steps,
             histogram_freq=config.histogram_freq,
-            profile_steps=config.profile_steps,
             image_summaries=config.image_summaries,
             batch_size=config.batch_size,
         )
     ]
+    if config.profile_steps:
+        callbacks.append(StepProfiler(log_dir, *config.profile_steps))
     if config.early_stopping_patience:
         callbacks.append(
             keras.callbacks.EarlyStopping(

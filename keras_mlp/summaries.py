@@ -2,8 +2,8 @@
 
 `logs/train` and `logs/validation` hold the per-epoch scalars (and, on request,
 per-step losses, histograms, images and the train step's graph); `logs/` itself
-holds the run's HParams session and config text; a profile goes to
-`logs/plugins/profile`.
+holds the run's HParams session and config text. A profile
+(`logs/plugins/profile`) is `profiling.StepProfiler`'s.
 """
 
 import json
@@ -97,7 +97,6 @@ class TensorBoardLogger(Callback):
             finishes.
         log_every_steps: Log `batch_loss`, the mean over the last N steps. `0`: off.
         histogram_freq: Every N epochs, histograms of each weight and its gradient.
-        profile_steps: `(first, last)` global steps to trace with the profiler.
         image_summaries: A grid of validation predictions and the confusion matrix
             every epoch (past `MAX_CONFUSION_FIGURE_CLASSES` classes, its counts as text
             only, no figure).
@@ -114,7 +113,6 @@ class TensorBoardLogger(Callback):
         session_group=None,
         log_every_steps=0,
         histogram_freq=0,
-        profile_steps=(),
         image_summaries=False,
         batch_size=256,
     ):
@@ -124,11 +122,9 @@ class TensorBoardLogger(Callback):
         self.hparams = self.run_config if hparams is None else hparams
         self.session_group = session_group
         self.log_every_steps, self.histogram_freq = log_every_steps, histogram_freq
-        self.profile_first, self.profile_last = profile_steps or (0, 0)
         self.image_summaries, self.batch_size = image_summaries, batch_size
         self._writers = {}
         self._window = None  # (first batch, loss total before it) of the batch_loss window
-        self._profiling = False
 
     def _writer(self, name):
         if name not in self._writers:
@@ -192,9 +188,7 @@ class TensorBoardLogger(Callback):
                     self._write_scalars(name, epoch, {k: v[epoch - 1] for k, v in history.items()})
 
     def steps_until_due(self, step):
-        edges = [edge - step for edge in (self.profile_first - 1, self.profile_last) if edge > step]
-        due = [steps_to_multiple(self.log_every_steps, step), *edges]
-        return min((d for d in due if d), default=None)
+        return steps_to_multiple(self.log_every_steps, step)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._window = None
@@ -202,16 +196,10 @@ class TensorBoardLogger(Callback):
     def on_train_batch_begin(self, batch, logs=None):
         if self._window is None:
             self._window = (batch, logs["loss"] * batch)
-        if self.logs and self.profile_first and int(logs["step"]) == self.profile_first - 1:
-            tf.profiler.experimental.start(str(self.logs))
-            self._profiling = True
 
     def on_train_batch_end(self, batch, logs=None):
         if not self.logs:
             return
-        if self._profiling and int(logs["step"]) >= self.profile_last:
-            tf.profiler.experimental.stop()
-            self._profiling = False
         if self.log_every_steps and int(logs["step"]) % self.log_every_steps == 0:
             first, before = self._window
             total = logs["loss"] * (batch + 1)  # the running mean covers steps 0..batch
@@ -280,9 +268,6 @@ class TensorBoardLogger(Callback):
                 tf.summary.experimental.write_raw_pb(end.SerializeToString(), step=0)
 
     def close(self):
-        if self._profiling:
-            tf.profiler.experimental.stop()
-            self._profiling = False
         for writer in self._writers.values():
             writer.close()
         self._writers = {}

@@ -115,7 +115,10 @@ class Trainer:
     epoch's evaluation, as in `fit`; `model.optimizer` is the optimizer in use.
     Any callback with `steps_until_due(step)` or `close()` takes part in the
     trainer's protocol (`keras_mlp.callbacks`: chunks end where it is due; `close`
-    runs on every exit).
+    runs on every exit). Each compiled chunk is one step to the profiler (a
+    `tf.profiler.experimental.Trace` step marker numbered by the chunk's first
+    global step, counted from 1): `profiling.StepProfiler` makes its profiled
+    chunks one step long.
 
     Args:
         max_epochs: Epochs to train. Defaults to `10`.
@@ -307,7 +310,10 @@ class Trainer:
         while done < steps_per_epoch and not callbacks.model.stop_training:
             chunk = self._chunk_size(callbacks, logs["step"], steps_per_epoch - done)
             callbacks.on_train_batch_begin(done, logs)
-            steps.train_steps(iterator, tf.constant(chunk))
+            # One profiler step per compiled call, numbered by its first global step
+            # (counted from 1); a no-op unless a profile is being recorded.
+            with tf.profiler.experimental.Trace("train", step_num=logs["step"] + 1, _r=1):
+                steps.train_steps(iterator, tf.constant(chunk))
             done += chunk
             sums = offset + steps.train_totals.sums()
             state.step.assign_add(chunk)

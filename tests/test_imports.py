@@ -33,6 +33,7 @@ MODULES = [
     "keras_mlp.training",
     "keras_mlp.figures",
     "keras_mlp.summaries",
+    "keras_mlp.profiling",
     "keras_mlp.reporting",
     "keras_mlp.run_dir",
     "keras_mlp.run",

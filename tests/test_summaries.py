@@ -9,13 +9,31 @@ import tensorflow as tf
 from cli_util import run_main
 from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
+from tensorflow.tsl.profiler.protobuf import xplane_pb2
 from test_data import write_idx_set
 
 from keras_mlp import train as train_tool
 from keras_mlp.data import load_dataset
 from keras_mlp.models import build_model
+from keras_mlp.profiling import StepProfiler
 from keras_mlp.summaries import MAX_CONFUSION_FIGURE_CLASSES, TensorBoardLogger, confusion_matrix
 from keras_mlp.training import Trainer
+
+
+def profiled_steps(xplane_file):
+    """The `step_num` of each "train" step marker in a profile (`.xplane.pb`), in order."""
+    space = xplane_pb2.XSpace.FromString(Path(xplane_file).read_bytes())
+    steps = []
+    for plane in space.planes:
+        stat_names = {key: stat.name for key, stat in plane.stat_metadata.items()}
+        for line in plane.lines:
+            for event in line.events:
+                if plane.event_metadata[event.metadata_id].name != "train":
+                    continue
+                stats = {stat_names[s.metadata_id]: s.int64_value for s in event.stats}
+                if stats.get("_r") == 1:  # a step marker
+                    steps.append((line.timestamp_ns * 1000 + event.offset_ps, stats["step_num"]))
+    return [step for _, step in sorted(steps)]
 
 
 def _accumulator(path):
@@ -45,13 +63,17 @@ class SummariesTest(tf.test.TestCase):
             },
             log_every_steps=10,
             histogram_freq=1,
-            profile_steps=(3, 5),
             image_summaries=True,
             batch_size=50,
         )
+        profiler = StepProfiler(cls.model_dir / "logs", 3, 5)
         # Chunks of 7 steps: the logger must still get a chunk end at every 10th step.
         trainer = Trainer(
-            max_epochs=2, batch_size=50, steps_per_execution=7, callbacks=[logger], verbose=False
+            max_epochs=2,
+            batch_size=50,
+            steps_per_execution=7,
+            callbacks=[logger, profiler],
+            verbose=False,
         )
         keras.utils.set_random_seed(0)
         cls.model = build_model("scratch", data.input_shape, data.num_classes, hidden_units=(32,))
@@ -152,10 +174,12 @@ class SummariesTest(tf.test.TestCase):
         self.assertEqual(end.session_end_info.status, api_pb2.STATUS_SUCCESS)
         self.assertIn("config", self.root.Tags()["tensors"])
 
-    def test_profiler_trace_file(self):
+    def test_profile_marks_exactly_the_profiled_steps(self):
+        """The Profile tab's overview needs step markers: steps 3, 4 and 5, one training
+        step each (chunks of 7 elsewhere), are the steps of the one trace."""
         traces = list((self.model_dir / "logs" / "plugins" / "profile").glob("*/*.xplane.pb"))
         self.assertLen(traces, 1)
-        self.assertGreater(traces[0].stat().st_size, 0)
+        self.assertEqual(profiled_steps(traces[0]), [3, 4, 5])
 
 
 if __name__ == "__main__":
