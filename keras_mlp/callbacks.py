@@ -18,6 +18,10 @@ A resumed run is signalled explicitly: `on_train_begin`'s logs hold `resumed` (t
 when a checkpoint was restored) beside the restored history's per-epoch lists (keyed
 by `training.HISTORY_KEYS`; empty for a new run), and `self.params` holds `resumed`,
 `history` and `initial_epoch` (the first epoch this run trains) from then on.
+`self.params["train_step"]` is the training step itself, `train_step(images, labels)`,
+one replica's step that each compiled chunk runs through `strategy.run`
+(`steps.CompiledSteps`): a callback may trace it (TensorBoard's Graphs tab does);
+calling it would train.
 `Callback` below is a convenience base with both methods as no-ops.
 """
 

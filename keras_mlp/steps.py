@@ -29,7 +29,9 @@ def replica_penalty(model):
     """
     if not model.losses:
         return None
-    return tf.nn.scale_regularization_loss(tf.add_n([tf.cast(x, tf.float32) for x in model.losses]))
+    with tf.name_scope("penalty"):
+        penalties = [tf.cast(x, tf.float32) for x in model.losses]
+        return tf.nn.scale_regularization_loss(tf.add_n(penalties))
 
 
 class _Totals:
@@ -61,7 +63,13 @@ def means(sums):
 
 
 class CompiledSteps:
-    """The compiled training chunk and evaluation pass, built in one place."""
+    """The compiled training chunk and evaluation pass, built in one place.
+
+    `train_steps(iterator, num_steps)` is the compiled chunk: `num_steps` times
+    `strategy.run(train_step, ...)`. `train_step(images, labels)` is one replica's
+    training step (loss, penalty and loss scaling, gradients, update, running totals),
+    as a Python function: what TensorBoard's Graphs tab traces (`step_graph`).
+    """
 
     def __init__(self, model, strategy, global_batch):
         with strategy.scope():
@@ -71,20 +79,26 @@ class CompiledSteps:
         agree_on_skips = loss_scaling and strategy.num_replicas_in_sync > 1
 
         def train_step(images, labels):
+            # The name scopes are for TensorBoard's Graphs tab (summaries.py traces this step).
             with tf.GradientTape() as tape:
                 per_example, logits = compute_loss(model, images, labels, training=True)
-                # Each replica's share of the global-batch mean; the optimizer sums the
-                # replicas' gradients, so the loss is scaled exactly once.
-                loss = tf.reduce_sum(per_example) / global_batch
-                penalty = replica_penalty(model)  # weight decay in the loss (scratch model)
-                if penalty is not None:
-                    loss += penalty
-                scaled_loss = optimizer.scale_loss(loss)  # the loss itself unless loss scaling
-            grads = tape.gradient(scaled_loss, model.trainable_variables)
-            if agree_on_skips:
-                grads = _skip_together(optimizer, grads)
-            optimizer.apply(grads, model.trainable_variables)
-            self.train_totals.add(per_example, logits, labels, tf.ones_like(per_example))
+                with tf.name_scope("loss"):
+                    # Each replica's share of the global-batch mean; the optimizer sums the
+                    # replicas' gradients, so the loss is scaled exactly once.
+                    loss = tf.reduce_sum(per_example) / global_batch
+                    penalty = replica_penalty(model)  # weight decay in the loss (scratch model)
+                    if penalty is not None:
+                        loss += penalty
+                    with tf.name_scope("scale"):  # the loss itself unless loss scaling
+                        scaled_loss = optimizer.scale_loss(loss)
+            with tf.name_scope("gradients"):
+                grads = tape.gradient(scaled_loss, model.trainable_variables)
+                if agree_on_skips:
+                    grads = _skip_together(optimizer, grads)
+            with tf.name_scope("update"):
+                optimizer.apply(grads, model.trainable_variables)
+            with tf.name_scope("totals"):
+                self.train_totals.add(per_example, logits, labels, tf.ones_like(per_example))
 
         def eval_step(images, labels, weights):
             per_example, logits = compute_loss(model, images, labels, training=False)
@@ -100,7 +114,7 @@ class CompiledSteps:
             for batch in dataset:
                 strategy.run(eval_step, args=batch)
 
-        self.train_steps, self._evaluate = train_steps, evaluate
+        self.train_step, self.train_steps, self._evaluate = train_step, train_steps, evaluate
 
     def evaluate(self, dataset):
         """`{"val_loss", "val_accuracy"}`, exact over the whole split (NaN without one)."""

@@ -17,6 +17,7 @@ from keras_mlp import data as data_lib
 from keras_mlp import hparams as hparams_lib
 from keras_mlp.callbacks import Callback, steps_to_multiple
 from keras_mlp.figures import confusion_image, confusion_table, image_grid
+from keras_mlp.step_graph import train_step_graph
 from keras_mlp.steps import compute_loss
 from keras_mlp.training import HISTORY_KEYS
 
@@ -153,32 +154,18 @@ class TensorBoardLogger(Callback):
                 tf.summary.text("config", text, step=0)
         else:
             self._catch_up(history)
+        self._write_step_graph()
+
+    def _write_step_graph(self):
+        """The trainer's own training step (`params["train_step"]`), for the Graphs tab;
+        nothing when the loop that runs this callback has none (`step_graph`)."""
+        train_step = (self.params or {}).get("train_step")
+        if train_step is None:
+            return
+        images = tf.TensorSpec((None, *self.data.input_shape), tf.float32)
+        labels = tf.TensorSpec((None,), tf.int32)
         with self._writer("train").as_default():
-            tf.summary.graph(self._training_step_graph())
-
-    def _training_step_graph(self):
-        """One training step as a graph, for the Graphs tab: forward pass (a name scope
-        per layer: `mlp_scratch/hidden1/...`), `loss`, `gradients` and the optimizer's
-        `update`. Traced, never run: the weights do not change. (The trainer's own
-        compiled function wraps this step in a loop over a chunk of steps, which would
-        hide it.)"""
-        model = self.model
-
-        @tf.function
-        def training_step(images, labels):
-            with tf.GradientTape() as tape:
-                per_example, _ = compute_loss(model, images, labels, training=True)
-                with tf.name_scope("loss"):
-                    loss = tf.reduce_mean(per_example)
-            variables = model.trainable_variables
-            with tf.name_scope("gradients"):
-                gradients = tape.gradient(loss, variables)
-            with tf.name_scope("update"):
-                model.optimizer.apply(gradients, variables)
-
-        images = tf.TensorSpec((self.batch_size, *self.data.input_shape), tf.float32)
-        labels = tf.TensorSpec((self.batch_size,), tf.int32)
-        return training_step.get_concrete_function(images, labels).graph
+            tf.summary.graph(train_step_graph(train_step, self.model, images, labels))
 
     def _catch_up(self, history):
         for name in ("train", "validation"):

@@ -107,7 +107,8 @@ class Trainer:
 
     Callbacks see Keras' hooks: `on_train_begin` (logs: `resumed`, true when a
     checkpoint was restored, and the restored history's per-epoch lists keyed by
-    `HISTORY_KEYS`; `params` also hold `resumed`, `history` and `initial_epoch`),
+    `HISTORY_KEYS`; `params` also hold `resumed`, `history`, `initial_epoch` and
+    `train_step`, the step each compiled chunk runs),
     `on_epoch_begin/end` (epochs count from 0, logs hold `HISTORY_KEYS`), `on_train_batch_begin/end` once per compiled chunk of
     steps (batch: the step's index in the epoch; logs: the epoch's running
     `loss` and `accuracy`, and `step`, the global step count), `on_train_end`.
@@ -288,9 +289,12 @@ class Trainer:
             print(f"resuming from {resumed}: {where}")
         if self.model_dir and self.strategy.extended.should_checkpoint:  # the chief's folder
             tf.io.gfile.makedirs(self.model_dir)  # exists before a callback opens a file there
+        steps = CompiledSteps(model, self.strategy, self.batch_size)
         return types.SimpleNamespace(
-            callbacks=self._callback_list(model, checkpoints, state, steps_per_epoch, resumed),
-            steps=CompiledSteps(model, self.strategy, self.batch_size),
+            callbacks=self._callback_list(
+                model, checkpoints, state, resumed, steps_per_epoch, steps.train_step
+            ),
+            steps=steps,
             state=state,
             checkpoints=checkpoints,
             resumed=bool(resumed),
@@ -397,7 +401,7 @@ class Trainer:
                 optimizer.build(model.trainable_variables)
         return optimizer
 
-    def _callback_list(self, model, checkpoints, state, steps_per_epoch, resumed):
+    def _callback_list(self, model, checkpoints, state, resumed, steps_per_epoch, train_step):
         """The trainer's own callbacks first (guard, signal vote, checkpoints: a
         summary or a user's callback never runs ahead of the checkpoint), then the user's."""
         own = [callbacks_lib.SignalStop(), checkpoints]
@@ -419,6 +423,7 @@ class Trainer:
                 "initial_epoch": state.epochs_done,
                 "resumed": bool(resumed),
                 "history": state.history,
+                "train_step": train_step,
             }
         )
         return callbacks

@@ -34,6 +34,7 @@ MODULES = [
     "keras_mlp.figures",
     "keras_mlp.summaries",
     "keras_mlp.profiling",
+    "keras_mlp.step_graph",
     "keras_mlp.reporting",
     "keras_mlp.run_dir",
     "keras_mlp.run",

@@ -121,17 +121,17 @@ class SummariesTest(tf.test.TestCase):
         counts = tf.make_ndarray(w1[-1].tensor_proto)[:, 2]
         self.assertEqual(int(counts.sum()), 144 * 32)
 
-    def test_graph_of_one_training_step_with_layer_scopes(self):
+    def test_graph_of_the_trainers_step_with_layer_scopes(self):
         names = [node.name for node in self.train.Graph().node]
         scopes = {name.split("/")[0] for name in names}
-        self.assertContainsSubset({"loss", "gradients", "update"}, scopes)
-        self.assertTrue(
-            any(re.match(r"mlp_scratch(_\d+)?/hidden1(_\d+)?/MatMul$", n) for n in names)
+        self.assertContainsSubset({"loss", "gradients", "update", "totals"}, scopes)
+        # Named as the histograms name the weights: mlp_scratch/hidden1/W1, ...
+        self.assertContainsSubset(
+            {f"{self.model_name}/hidden1/MatMul", f"{self.model_name}/output/MatMul"}, names
         )
-        self.assertTrue(
-            any(re.match(r"mlp_scratch(_\d+)?/output(_\d+)?/MatMul$", n) for n in names)
-        )
+        self.assertFalse(any(re.match(rf"{self.model_name}_\d", n) for n in names))
         self.assertFalse(any("while" in n for n in names))  # the step itself, not the chunk loop
+        self.assertFalse(any(n.startswith("loss/penalty/") for n in names))  # no weight decay
 
     def test_prediction_and_confusion_images(self):
         tags = set(self.validation.Tags()["tensors"])
