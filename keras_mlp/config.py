@@ -243,7 +243,7 @@ class RunConfig:
     # TensorBoard extras.
     log_every_steps: int = setting(
         0,
-        "TensorBoard: log the training loss averaged over every N steps (0: off).",
+        "TensorBoard: log the training loss and accuracy averaged over every N steps (0: off).",
         compared=False,
     )
     histogram_freq: int = setting(

@@ -1,24 +1,31 @@
 """TensorBoard: what a run writes under `<model_dir>/logs`, as one callback.
 
 `logs/train` and `logs/validation` hold the per-epoch scalars (and, on request,
-per-step losses, histograms, images and the train step's graph); `logs/` itself
+per-step scalars, histograms, images and the training step's graph); `logs/` itself
 holds the run's HParams session and config text. A profile
 (`logs/plugins/profile`) is `profiling.StepProfiler`'s.
+
+One public callback, `TensorBoardLogger`, because everything here goes through the
+same summary writers (one event file per folder: TensorBoard follows the newest
+file of a folder while a run is live, so a second writer into `logs/train` would hide
+the first's later events) and one call in `run.py` stays one call. Its own concern
+is the run's record: which scalars, when, written once each across resumes, and
+the HParams session. What it logs beside them is computed elsewhere, each for its
+own reason to change: `diagnostics` (histograms, predictions, confusion matrix),
+`figures` (how those look), `step_graph` (the trainer's step for the Graphs tab).
 """
 
 import json
 from pathlib import Path
 
-import numpy as np
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hp
 
-from keras_mlp import data as data_lib
+from keras_mlp import diagnostics
 from keras_mlp import hparams as hparams_lib
 from keras_mlp.callbacks import Callback, steps_to_multiple
-from keras_mlp.figures import confusion_image, confusion_table, image_grid
+from keras_mlp.diagnostics import MAX_CONFUSION_FIGURE_CLASSES
 from keras_mlp.step_graph import train_step_graph
-from keras_mlp.steps import compute_loss
 from keras_mlp.training import HISTORY_KEYS
 
 # Per-epoch scalar tags, from history keys: (writer, tag).
@@ -32,9 +39,9 @@ SCALARS = {
     "val_accuracy": ("validation", "epoch_accuracy"),
 }
 
-# Past this many classes the confusion matrix is logged as counts only: its figure
-# grows with the square of the classes (256 classes: 155 s and 5.4 GB per epoch).
-MAX_CONFUSION_FIGURE_CLASSES = 30
+# Per-step scalar tags (`train` writer), from the trainer's running means: each the
+# mean over the steps since the last one was written.
+BATCH_SCALARS = {"loss": "batch_loss", "accuracy": "batch_accuracy"}
 
 
 def write_hparams_experiment(directory, names):
@@ -48,19 +55,6 @@ def write_hparams_experiment(directory, names):
         hp.hparams_config(hparams=[hp.HParam(name) for name in names], metrics=hparams_lib.METRICS)
 
 
-def confusion_matrix(model, images, labels, num_classes, batch_size=1024):
-    """Counts of (true label, predicted label) over a whole split, computed locally."""
-    predicted = np.concatenate(
-        [
-            np.argmax(model(data_lib.scale(images[i : i + batch_size]), training=False), axis=-1)
-            for i in range(0, len(images), batch_size)
-        ]
-    )
-    return np.bincount(labels * num_classes + predicted, minlength=num_classes**2).reshape(
-        num_classes, num_classes
-    )
-
-
 def logged_epochs(directory, tag="epoch_loss"):
     """The steps at which `tag` was written in the event files of `directory`."""
     steps = set()
@@ -72,6 +66,38 @@ def logged_epochs(directory, tag="epoch_loss"):
         except tf.errors.DataLossError:
             pass  # a file cut short by a kill: what was read before the cut stands
     return steps
+
+
+class StepWindow:
+    """Means over a window of steps from the running means of an epoch.
+
+    The trainer reports the epoch's running means (`loss`, `accuracy`: means over its
+    steps so far, a resumed epoch's first steps included); a mean times the steps it
+    covers is a total, and two totals give the window between them.
+    """
+
+    def __init__(self, keys):
+        self.keys = tuple(keys)
+        self._first, self._totals = 0, None
+
+    def start(self, steps, running):
+        """Opens a window after `steps` steps of the epoch, whose running means are `running`."""
+        self._first, self._totals = steps, {k: running[k] * steps for k in self.keys}
+
+    @property
+    def started(self):
+        return self._totals is not None
+
+    def close(self, steps, running):
+        """The means over the steps since the window opened, up to `steps` steps of the
+        epoch; the next window opens here."""
+        totals = {k: running[k] * steps for k in self.keys}
+        means = {k: (totals[k] - self._totals[k]) / (steps - self._first) for k in self.keys}
+        self._first, self._totals = steps, totals
+        return means
+
+    def reset(self):
+        self._totals = None
 
 
 class TensorBoardLogger(Callback):
@@ -96,7 +122,8 @@ class TensorBoardLogger(Callback):
             trial ended). `None`: a run of its own, which declares its own columns,
             groups with the runs of equal hyperparameters, and ends `done` when it
             finishes.
-        log_every_steps: Log `batch_loss`, the mean over the last N steps. `0`: off.
+        log_every_steps: Log `batch_loss` and `batch_accuracy`, the means over the last
+            N steps, every N steps. `0`: off.
         histogram_freq: Every N epochs, histograms of each weight and its gradient.
         image_summaries: A grid of validation predictions and the confusion matrix
             every epoch (past `MAX_CONFUSION_FIGURE_CLASSES` classes, its counts as text
@@ -125,7 +152,7 @@ class TensorBoardLogger(Callback):
         self.log_every_steps, self.histogram_freq = log_every_steps, histogram_freq
         self.image_summaries, self.batch_size = image_summaries, batch_size
         self._writers = {}
-        self._window = None  # (first batch, loss total before it) of the batch_loss window
+        self._window = StepWindow(BATCH_SCALARS)  # the steps since the last batch scalars
 
     def _writer(self, name):
         if name not in self._writers:
@@ -178,23 +205,21 @@ class TensorBoardLogger(Callback):
         return steps_to_multiple(self.log_every_steps, step)
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._window = None
+        self._window.reset()
 
     def on_train_batch_begin(self, batch, logs=None):
-        if self._window is None:
-            self._window = (batch, logs["loss"] * batch)
+        if not self._window.started:  # batch: the steps the epoch has run (a resume: > 0)
+            self._window.start(batch, logs)
 
     def on_train_batch_end(self, batch, logs=None):
-        if not self.logs:
+        if not (self.logs and self.log_every_steps):
             return
-        if self.log_every_steps and int(logs["step"]) % self.log_every_steps == 0:
-            first, before = self._window
-            total = logs["loss"] * (batch + 1)  # the running mean covers steps 0..batch
+        step = int(logs["step"])
+        if step % self.log_every_steps == 0:
+            means = self._window.close(batch + 1, logs)  # the running means cover 0..batch
             with self._writer("train").as_default():
-                tf.summary.scalar(
-                    "batch_loss", (total - before) / (batch + 1 - first), int(logs["step"])
-                )
-            self._window = (batch + 1, total)
+                for key, tag in BATCH_SCALARS.items():
+                    tf.summary.scalar(tag, means[key], step)
 
     def on_epoch_end(self, epoch, logs=None):
         if not self.logs:
@@ -202,9 +227,16 @@ class TensorBoardLogger(Callback):
         for name in ("train", "validation"):
             self._write_scalars(name, epoch + 1, logs)
         if self.histogram_freq and (epoch + 1) % self.histogram_freq == 0:
-            self._write_histograms(epoch + 1)
+            with self._writer("train").as_default():
+                diagnostics.write_histograms(
+                    self.model,
+                    self.data.train_images[: self.batch_size],  # a fixed batch
+                    self.data.train_labels[: self.batch_size],
+                    epoch + 1,
+                )
         if self.image_summaries:
-            self._write_images(epoch + 1)
+            with self._writer("validation").as_default():
+                diagnostics.write_images(self.model, self.data, epoch + 1)
         for writer in self._writers.values():
             writer.flush()
 
@@ -213,40 +245,6 @@ class TensorBoardLogger(Callback):
             for key, (writer, tag) in SCALARS.items():
                 if writer == name:
                     tf.summary.scalar(tag, values[key], step=step)
-
-    def _write_histograms(self, step):
-        """Each weight (by its path: `mlp_scratch/hidden1/W1`, ...) and its gradient on
-        a fixed training batch."""
-        images = data_lib.scale(self.data.train_images[: self.batch_size])
-        with tf.GradientTape() as tape:
-            per_example, _ = compute_loss(
-                self.model, images, self.data.train_labels[: self.batch_size], training=False
-            )
-            loss = tf.reduce_mean(per_example)
-        variables = self.model.trainable_variables
-        with self._writer("train").as_default():
-            for variable, gradient in zip(variables, tape.gradient(loss, variables), strict=True):
-                tf.summary.histogram(variable.path, variable, step=step)
-                tf.summary.histogram(f"{variable.path}/gradient", gradient, step=step)
-
-    def _write_images(self, step):
-        """A grid of predictions, and the confusion matrix as a picture and as counts.
-
-        Computed on this process alone (it writes only on the chief): in a cluster,
-        reading a variable summed over workers would be a collective the others never
-        join (docs/design.md, "Multi-worker collectives")."""
-        data = self.data
-        shown = data.val_images[:16]
-        predicted = np.argmax(self.model(data_lib.scale(shown), training=False), axis=-1)
-        confusion = confusion_matrix(self.model, data.val_images, data.val_labels, data.num_classes)
-        with self._writer("validation").as_default():
-            grid = image_grid(shown, predicted, data.val_labels[:16], data.label_names)
-            tf.summary.image("predictions", grid, step=step)
-            if data.num_classes <= MAX_CONFUSION_FIGURE_CLASSES:
-                figure = confusion_image(confusion, data.label_names)
-                tf.summary.image("confusion_matrix", figure, step=step)
-            table = confusion_table(confusion, data.label_names)
-            tf.summary.text("confusion_matrix_counts", table, step=step)
 
     def on_train_end(self, logs=None):
         if self.logs and self.session_group is None:  # a trial's end is its experiment's to say

@@ -32,6 +32,7 @@ MODULES = [
     "keras_mlp.schedules",
     "keras_mlp.training",
     "keras_mlp.figures",
+    "keras_mlp.diagnostics",
     "keras_mlp.summaries",
     "keras_mlp.profiling",
     "keras_mlp.step_graph",

@@ -14,9 +14,10 @@ from test_data import write_idx_set
 
 from keras_mlp import train as train_tool
 from keras_mlp.data import load_dataset
+from keras_mlp.diagnostics import MAX_CONFUSION_FIGURE_CLASSES, confusion_matrix
 from keras_mlp.models import build_model
 from keras_mlp.profiling import StepProfiler
-from keras_mlp.summaries import MAX_CONFUSION_FIGURE_CLASSES, TensorBoardLogger, confusion_matrix
+from keras_mlp.summaries import StepWindow, TensorBoardLogger
 from keras_mlp.training import Trainer
 
 
@@ -94,16 +95,32 @@ class SummariesTest(tf.test.TestCase):
         self.assertIn("epoch_loss", tags)
         self.assertEqual([e.step for e in self.validation.Tensors("epoch_accuracy")], [1, 2])
 
-    def test_step_losses_every_n_steps(self):
-        events = self.train.Tensors("batch_loss")
-        self.assertEqual(
-            [e.step for e in events], list(range(10, 2 * self.steps_per_epoch + 1, 10))
-        )
-        # Each value is the mean over its 10 steps: the four windows of an epoch average
-        # to the epoch's loss, which the trainer sums by another route.
-        values = np.array([float(tf.make_ndarray(e.tensor_proto)) for e in events]).reshape(2, 4)
-        self.assertAllClose(values.mean(axis=1), self.history["loss"], rtol=1e-5)
-        self.assertGreater(values[0, 0], values[1, 3])  # and they follow the learning
+    def test_step_losses_and_accuracies_every_n_steps(self):
+        for tag, key in (("batch_loss", "loss"), ("batch_accuracy", "accuracy")):
+            events = self.train.Tensors(tag)
+            self.assertEqual(
+                [e.step for e in events], list(range(10, 2 * self.steps_per_epoch + 1, 10)), tag
+            )
+            # Each value is the mean over its 10 steps: the four windows of an epoch average
+            # to the epoch's value, which the trainer sums by another route.
+            values = np.array([float(tf.make_ndarray(e.tensor_proto)) for e in events])
+            values = values.reshape(2, 4)
+            self.assertAllClose(values.mean(axis=1), self.history[key], rtol=1e-5)
+            first, last = values[0, 0], values[1, 3]  # and they follow the learning
+            self.assertGreater(*((first, last) if key == "loss" else (last, first)), tag)
+        # A window's accuracy is its right answers over its 10 x 50 examples.
+        accuracy = [float(tf.make_ndarray(e.tensor_proto)) for e in self.train.Tensors(tag)]
+        self.assertAllClose(np.multiply(accuracy, 500), np.round(np.multiply(accuracy, 500)))
+
+    def test_step_window_from_running_means(self):
+        window = StepWindow(["loss", "accuracy"])
+        window.start(2, {"loss": 3.0, "accuracy": 0.5})  # resumed after two steps
+        # Steps 3-5 average 1.0 and 0.75: the running means over 5 steps are
+        # (2 x 3 + 3 x 1) / 5 and (2 x 0.5 + 3 x 0.75) / 5.
+        means = window.close(5, {"loss": 9.0 / 5, "accuracy": 3.25 / 5})
+        self.assertAllClose(means, {"loss": 1.0, "accuracy": 0.75})
+        means = window.close(6, {"loss": 9.6 / 6, "accuracy": 3.25 / 6})  # step 6: 0.6, 0
+        self.assertAllClose(means, {"loss": 0.6, "accuracy": 0.0})
 
     def test_histograms_of_named_weights_and_gradients(self):
         tags = set(self.train.Tags()["tensors"])
