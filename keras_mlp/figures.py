@@ -36,16 +36,32 @@ def image_grid(images, predicted, labels, label_names):
     return figure_png(fig)
 
 
+def short_label(name, width=10):
+    """A tick label for class `name`: the part before a `/` (`T-shirt/top`: `T-shirt`),
+    cut to `width` characters with an ellipsis. The Text tab keeps the full names."""
+    name = name.split("/")[0] or name
+    return name if len(name) <= width else f"{name[: width - 1]}\u2026"
+
+
 def confusion_image(confusion, label_names):
-    """The confusion matrix (rows: true label, columns: predicted), counts written in."""
+    """The confusion matrix (rows: true label, columns: predicted), counts written in.
+
+    Sized to be read at TensorBoard's image card size: 500 x 450 pixels for 10 classes
+    (5 x 4.5 inches at 100 dpi), counts in 9 points, short tick labels; more classes
+    widen it (up to 12 inches) and shrink the counts (to 6 points at 30 classes)."""
     k = len(label_names)
-    fig = Figure(figsize=(0.5 * k + 2, 0.5 * k + 1.5))
+    width = min(max(5.0, 0.3 * k + 2), 12.0)
+    fig = Figure(figsize=(width, 0.9 * width))
     ax = fig.subplots()
     ax.imshow(confusion, cmap="Blues")
-    ax.set_xticks(range(k), label_names, rotation=90, fontsize=7)
-    ax.set_yticks(range(k), label_names, fontsize=7)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
+    ticks = [short_label(name) for name in label_names]
+    tick_size = 8 if k <= 10 else 7
+    ax.set_xticks(range(k), ticks, rotation=45, ha="right", rotation_mode="anchor")
+    ax.set_yticks(range(k), ticks)
+    ax.tick_params(labelsize=tick_size)
+    ax.set_xlabel("predicted", fontsize=9)
+    ax.set_ylabel("true", fontsize=9)
+    count_size = min(9.0, max(6.0, 90 / k))
     for (i, j), count in np.ndenumerate(confusion):
         dark = count > confusion.max() / 2
         ax.text(
@@ -54,11 +70,11 @@ def confusion_image(confusion, label_names):
             int(count),
             ha="center",
             va="center",
-            fontsize=6,
+            fontsize=count_size,
             color="white" if dark else "black",
         )
     fig.tight_layout()
-    return figure_png(fig)
+    return figure_png(fig, dpi=100)
 
 
 def confusion_table(confusion, label_names):
