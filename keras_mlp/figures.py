@@ -1,5 +1,6 @@
 """The pictures and tables a run shows of its results: TensorBoard's prediction grid
-and confusion matrix (`summaries.TensorBoardLogger` logs them).
+and confusion matrix (`diagnostics` logs them), and `progress.png`'s learning curves
+(`reporting.save_run` writes it).
 
 Drawing only: each function takes numbers and returns a matplotlib `Figure`, an
 image tensor or Markdown, so how a figure looks changes here and nowhere else.
@@ -11,6 +12,7 @@ import io
 import numpy as np
 import tensorflow as tf
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 
 def figure_png(fig, dpi=80):
@@ -86,3 +88,28 @@ def confusion_table(confusion, label_names):
         for name, counts in zip(label_names, confusion, strict=True)
     ]
     return "\n".join([header, rule, *rows])
+
+
+def progress_figure(history, title=""):
+    """The learning curves by epoch (`progress.png`): loss and accuracy on two panels,
+    each with its training and validation curve, whole epochs on the x axis, and
+    `title` above (the model and the validation split)."""
+    epochs = np.arange(1, len(history["loss"]) + 1)
+    fig = Figure(figsize=(8, 3.5))
+    panels = zip(
+        fig.subplots(1, 2),
+        (("loss", "val_loss", "loss (cross-entropy)"), ("accuracy", "val_accuracy", "accuracy")),
+        strict=True,
+    )
+    for ax, (train, validation, label) in panels:
+        ax.plot(epochs, history[train], "-o", markersize=3, label="train")
+        ax.plot(epochs, history[validation], "--o", markersize=3, label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.set_xlim(0.75, max(len(epochs), 2) + 0.25)  # whole markers at the ends
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

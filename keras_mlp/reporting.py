@@ -12,10 +12,10 @@ import shutil
 from pathlib import Path
 
 import tensorflow as tf
-from matplotlib.figure import Figure
 
 from keras_mlp import process
 from keras_mlp.errors import OutputError
+from keras_mlp.figures import progress_figure
 
 # What a write that failed raises: OSError from Python's files, and TensorFlow's
 # errors for ENOSPC/EDQUOT (RESOURCE_EXHAUSTED) and EACCES/EROFS (PERMISSION_DENIED).
@@ -62,20 +62,21 @@ def write_csv(path, rows, columns):
     _atomic_path(path, write)
 
 
-def plot_progress(path, history):
-    """The chapter's plot: train loss, validation loss and validation accuracy by epoch."""
-    epochs = range(1, len(history["loss"]) + 1)
-    fig = Figure(figsize=(5, 3.5))
-    ax = fig.subplots()
-    ax.plot(epochs, history["loss"], "-", label="train_loss")
-    ax.plot(epochs, history["val_loss"], "--", label="val_loss")
-    ax.plot(epochs, history["val_accuracy"], "-.", label="val_acc")
-    ax.set_xlabel("epoch")
-    ax.set_xlim(1, max(len(epochs), 2))
-    ax.grid(True, alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    save_figure(fig, path)
+def progress_title(run_config, data):
+    """`progress.png`'s title: the model, the data and the validation split."""
+    model = run_config.get("model")
+    what = f"{model} MLP on {data.name}" if model else data.name
+    count = f"{len(data.val_images):,} examples"
+    if data.validation == "holdout":
+        fraction = run_config.get("validation_split")
+        share = f"{fraction:.0%} of the training set, " if fraction else ""
+        return f"{what}; validation: held out ({share}{count})"
+    return f"{what}; validation: the {data.validation} split ({count})"
+
+
+def plot_progress(path, history, title=""):
+    """Writes `progress.png`: loss and accuracy by epoch (`figures.progress_figure`)."""
+    save_figure(progress_figure(history, title), path)
 
 
 def save_figure(fig, path, dpi=120):
@@ -157,7 +158,10 @@ def save_run(model_dir, model, history, data, run_config, stopped_early=False):
     writes = [
         ("model.keras", lambda path: _atomic_path(path, model.save)),
         ("export", lambda path: export_serving(path, model_dir / "model.keras", data)),
-        ("progress.png", lambda path: plot_progress(path, history)),
+        (
+            "progress.png",
+            lambda path: plot_progress(path, history, progress_title(run_config, data)),
+        ),
         # metrics.json last: its presence marks a finished run.
         ("metrics.json", lambda path: write_json(path, metrics)),
     ]
