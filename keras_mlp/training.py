@@ -116,10 +116,7 @@ class Trainer:
     epoch's evaluation, as in `fit`; `model.optimizer` is the optimizer in use.
     Any callback with `steps_until_due(step)` or `close()` takes part in the
     trainer's protocol (`keras_mlp.callbacks`: chunks end where it is due; `close`
-    runs on every exit). Each compiled chunk is one step to the profiler (a
-    `tf.profiler.experimental.Trace` step marker numbered by the chunk's first
-    global step, counted from 1): `profiling.StepProfiler` makes its profiled
-    chunks one step long.
+    runs on every exit). Each compiled chunk is one profiler step (`profiling`).
 
     Args:
         max_epochs: Epochs to train. Defaults to `10`.
@@ -314,8 +311,7 @@ class Trainer:
         while done < steps_per_epoch and not callbacks.model.stop_training:
             chunk = self._chunk_size(callbacks, logs["step"], steps_per_epoch - done)
             callbacks.on_train_batch_begin(done, logs)
-            # One profiler step per compiled call, numbered by its first global step
-            # (counted from 1); a no-op unless a profile is being recorded.
+            # A profiler step marker (a no-op unless profiling), numbered from 1.
             with tf.profiler.experimental.Trace("train", step_num=logs["step"] + 1, _r=1):
                 steps.train_steps(iterator, tf.constant(chunk))
             done += chunk
