@@ -14,6 +14,12 @@ Python call that a chunk of `steps_per_execution` steps shares: the profile show
 a step's device work as in any run, and its host overhead as with
 `steps_per_execution=1`.
 
+The markers are the ones TensorFlow documents for the overview page's step times
+(`Trace("train", step_num=..., _r=1)`, as tf.keras 2's `fit` marked its steps). A
+CPU-only profile shows them in the trace viewer, but the overview page of the
+profile plugin (xprof 2.24) still says "No step marker observed" for it: its step
+analysis is built for GPU and TPU profiles (openxla/xprof#282).
+
 Every worker of a cluster takes the same one-step chunks (a chunk end is a point
 where the workers meet, so all must agree on where they are); only the chief, given
 a `log_dir`, records.
