@@ -79,7 +79,7 @@ class CompiledSteps:
         agree_on_skips = loss_scaling and strategy.num_replicas_in_sync > 1
 
         def train_step(images, labels):
-            # The name scopes are for TensorBoard's Graphs tab (summaries.py traces this step).
+            # The name scopes are for TensorBoard's Graphs tab (step_graph.py traces this step).
             with tf.GradientTape() as tape:
                 per_example, logits = compute_loss(model, images, labels, training=True)
                 with tf.name_scope("loss"):
