@@ -60,6 +60,15 @@ def check_seconds(name, value):
         raise UserError(f"{name}={shown} must be a positive number of seconds")
 
 
+def check_profile_steps(name, value):
+    """`value` is `(first, last)`: global training steps, counted from 1, first <= last."""
+    steps = tuple(value) if isinstance(value, (list, tuple)) else (value,)
+    whole = all(isinstance(step, int) and not isinstance(step, bool) for step in steps)
+    if not (len(steps) == 2 and whole and 1 <= steps[0] <= steps[1]):
+        shown = ",".join(map(str, steps))
+        raise UserError(f"{name}={shown} must be FIRST,LAST with 1 <= FIRST <= LAST")
+
+
 def dropout_rates(dropout, hidden_units):
     """One dropout rate per hidden layer from `dropout`: a number for all of them, or
     a sequence of one rate or one per hidden layer; each in [0, 1)."""

@@ -16,6 +16,7 @@ from keras_mlp.checks import (
     check_non_negative_finite,
     check_positive_finite,
     check_positive_int,
+    check_profile_steps,
     dropout_rates,
 )
 from keras_mlp.errors import UserError
@@ -293,13 +294,8 @@ class RunConfig:
             check_positive_int(name, getattr(self, name), zero_allowed=True)
         if not (isinstance(self.seed, int) and 0 <= self.seed <= MAX_SEED):
             raise UserError(f"seed={self.seed!r} must be an integer in 0..{MAX_SEED}")
-        if self.profile_steps and not (
-            len(self.profile_steps) == 2 and 1 <= self.profile_steps[0] <= self.profile_steps[1]
-        ):
-            raise UserError(
-                f"profile_steps={','.join(map(str, self.profile_steps))} must be FIRST,LAST "
-                "with 1 <= FIRST <= LAST"
-            )
+        if self.profile_steps:
+            check_profile_steps("profile_steps", self.profile_steps)
         check_non_negative_finite("divergence_factor", self.divergence_factor)
         check_positive_finite("sigma", self.sigma)
         check_positive_finite("learning_rate", self.learning_rate)

@@ -25,33 +25,26 @@ where the workers meet, so all must agree on where they are); only the chief, gi
 a `log_dir`, records.
 """
 
-import numbers
-
 import tensorflow as tf
 
 from keras_mlp.callbacks import Callback
+from keras_mlp.checks import check_profile_steps
 
 
 class StepProfiler(Callback):
-    """Profiles global training steps `first..last` (counted from 1) into `log_dir`.
+    """Profiles global training steps FIRST..LAST (counted from 1) into `log_dir`.
 
     Args:
         log_dir: The folder (a run's `<model_dir>/logs`), or `None`: record nothing
             (a non-chief worker, which still takes the same chunks).
-        first: The first step profiled.
-        last: The last step profiled (`>= first`).
+        profile_steps: `(first, last)`, the first and last step profiled.
     """
 
-    def __init__(self, log_dir, first, last):
+    def __init__(self, log_dir, profile_steps):
         super().__init__()
-        steps = all(
-            isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in (first, last)
-        )
-        if not (steps and 1 <= first <= last):
-            raise ValueError(
-                f"Expected steps 1 <= first <= last. Received: first={first!r}, last={last!r}"
-            )
-        self.log_dir, self.first, self.last = log_dir, int(first), int(last)
+        check_profile_steps("profile_steps", profile_steps)
+        self.log_dir = log_dir
+        self.first, self.last = profile_steps
         self._profiling = False
 
     def steps_until_due(self, step):

@@ -109,7 +109,7 @@ def run_callbacks(config, data, model_dir, chief, session_group=None):
         )
     ]
     if config.profile_steps:
-        callbacks.append(StepProfiler(log_dir, *config.profile_steps))
+        callbacks.append(StepProfiler(log_dir, config.profile_steps))
     if config.early_stopping_patience:
         callbacks.append(
             keras.callbacks.EarlyStopping(

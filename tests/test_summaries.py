@@ -67,7 +67,7 @@ class SummariesTest(tf.test.TestCase):
             image_summaries=True,
             batch_size=50,
         )
-        profiler = StepProfiler(cls.model_dir / "logs", 3, 5)
+        profiler = StepProfiler(cls.model_dir / "logs", (3, 5))
         # Chunks of 7 steps: the logger must still get a chunk end at every 10th step.
         trainer = Trainer(
             max_epochs=2,
