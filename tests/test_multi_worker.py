@@ -421,7 +421,7 @@ class MultiWorkerTest(tf.test.TestCase):
         args = [*QUICK, "--epochs=20", "--batch_size=32", MULTI_WORKER, f"--model_dir={model_dir}"]
         with started(("train", args, {"TF_CONFIG": config})) as (worker,):
             # Printed once strategy, data and model are built, before training starts.
-            wait_for_line(worker, "replica(s); outputs in")
+            wait_for_line(worker, "oneDNN")  # in the first line only
             worker.send_signal(signal.SIGTERM)
             result = finished(worker)
         # Killed by the signal before training, or stopped cleanly at a step: never trained on.

@@ -194,7 +194,7 @@ class TrainCliTest(tf.test.TestCase):
             "--cpu_devices=2",
             f"--model_dir={model_dir}",
         )
-        self.assertIn(", 2 replica(s);", result.stdout)
+        self.assertIn(", 2 replica(s),", result.stdout)
         self.assertLen(metrics_of(model_dir)["history"]["loss"], 1)
 
     def test_default_model_dir_is_a_new_folder_under_runs(self):
@@ -305,7 +305,7 @@ class ProcessBoundaryTest(tf.test.TestCase):
             f"--model_dir={model_dir}",
         )
         self.assertEqual(result.returncode, 0, result.stderr)
-        self.assertIn(", 3 replica(s);", result.stdout)
+        self.assertIn(", 3 replica(s),", result.stdout)
         self.assertEqual(metrics_of(model_dir)["config"]["cpu_devices"], 3)
         self.assertLen(metrics_of(model_dir)["history"]["loss"], 1)
 
