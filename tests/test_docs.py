@@ -94,8 +94,8 @@ BASH_RULES = {
     ),
     "benchmark train": Rule(
         r"scripts/benchmark\.py train\b",
-        "one measured epoch of the concise model, without the end-to-end runs",
-        append="--epochs=1 --models=concise --noend_to_end",
+        "one round of one measured epoch: ours (concise) and the bare loop",
+        append="--epochs=1 --rounds=1 --models=concise --contenders=ours,tf_loop",
     ),
     "benchmark scaling": Rule(
         r"scripts/benchmark\.py scaling\b",
