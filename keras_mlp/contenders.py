@@ -49,7 +49,7 @@ def _trained(count):
 def time_ours(model_name, data, epochs, hidden_units=(HIDDEN,), batch_size=BATCH_SIZE, **kwargs):
     """Per-epoch seconds (train + validation) of our `Trainer`, and the last
     validation accuracy."""
-    trainer = Trainer(max_epochs=epochs, batch_size=batch_size, verbose=False, **kwargs)
+    trainer = Trainer(epochs=epochs, batch_size=batch_size, verbose=False, **kwargs)
     with trainer.strategy.scope():
         model = build_model(
             model_name, data.input_shape, data.num_classes, hidden_units=hidden_units

@@ -206,7 +206,7 @@ def make_optimizer(config, model, steps_per_epoch, strategy):
 def make_trainer(config, strategy, model_dir, optimizer, callbacks=(), verbose=True):
     """The `Trainer` with `config`'s loop and checkpoint settings and `optimizer`."""
     return Trainer(
-        max_epochs=config.epochs,
+        epochs=config.epochs,
         batch_size=config.batch_size,
         optimizer=optimizer,
         strategy=strategy,

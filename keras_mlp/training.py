@@ -119,7 +119,7 @@ class Trainer:
     runs on every exit). Each compiled chunk is one profiler step (`profiling`).
 
     Args:
-        max_epochs: Epochs to train. Defaults to `10`.
+        epochs: Epochs to train. Defaults to `10`.
         batch_size: Global batch size, split across all replicas. Defaults to `256`.
         optimizer: A `keras.optimizers.Optimizer` (a learning-rate schedule, weight
             decay, a `LossScaleOptimizer` included) made inside `strategy.scope()`, or
@@ -149,7 +149,7 @@ class Trainer:
         verbose: Show a progress bar and print one line per epoch. Defaults to `True`.
 
     Example:
-        >>> trainer = Trainer(max_epochs=10, callbacks=[keras.callbacks.EarlyStopping()])
+        >>> trainer = Trainer(epochs=10, callbacks=[keras.callbacks.EarlyStopping()])
         >>> with trainer.strategy.scope():
         ...     model = build_model("scratch", data.input_shape, data.num_classes)
         >>> history = trainer.fit(model, data)
@@ -158,7 +158,7 @@ class Trainer:
     def __init__(
         self,
         *,
-        max_epochs=10,
+        epochs=10,
         batch_size=256,
         optimizer=None,
         strategy=None,
@@ -174,7 +174,7 @@ class Trainer:
     ):
         if isinstance(optimizer, str):
             check_accepted("optimizer", optimizer, OPTIMIZERS)  # now, not at fit
-        self.max_epochs = max_epochs
+        self.epochs = epochs
         self.batch_size = batch_size
         self.optimizer = optimizer
         self.strategy = strategy or tf.distribute.get_strategy()
@@ -216,7 +216,7 @@ class Trainer:
         return train, validation
 
     def fit(self, model, data, validation_data=None):
-        """Trains `model` until `max_epochs` epochs are done (resuming if possible).
+        """Trains `model` until `epochs` epochs are done (resuming if possible).
 
         The contract is sparse-label classification: the model outputs logits, the
         labels are integer class indices, the loss is softmax cross-entropy.
@@ -243,7 +243,7 @@ class Trainer:
         try:
             # Keras flattens nested logs: the history's lists sit beside the flag.
             callbacks.on_train_begin({"resumed": run.resumed, **state.history})
-            for epoch in range(state.epochs_done, self.max_epochs):
+            for epoch in range(state.epochs_done, self.epochs):
                 callbacks.on_epoch_begin(epoch)
                 start = time.perf_counter()
                 logs, steps_run = self._train_epoch(steps, run.train, state, callbacks, done)
@@ -282,7 +282,7 @@ class Trainer:
         _check_steps(train_input, self.batch_size)  # a dataset_fn's length is known now
         steps_per_epoch = train_input.steps_per_epoch(self.batch_size)
         if resumed and self.verbose:
-            where = _position(state, done, self.max_epochs, steps_per_epoch)
+            where = _position(state, done, self.epochs, steps_per_epoch)
             print(f"resuming from {resumed}: {where}")
         if self.model_dir and self.strategy.extended.should_checkpoint:  # the chief's folder
             tf.io.gfile.makedirs(self.model_dir)  # exists before a callback opens a file there
@@ -413,7 +413,7 @@ class Trainer:
         callbacks = keras.callbacks.CallbackList([*own, *self.callbacks], model=model)
         callbacks.set_params(
             {
-                "epochs": self.max_epochs,
+                "epochs": self.epochs,
                 "steps": steps_per_epoch,
                 "verbose": 0,
                 "initial_epoch": state.epochs_done,
@@ -428,7 +428,7 @@ class Trainer:
         """A training iterator from step `done` of `epoch` to the end, and the
         validation set (`None` without one)."""
         train_fn = train.train_fn(
-            self.batch_size, self.seed, epoch, self.max_epochs - epoch, skip_steps=done
+            self.batch_size, self.seed, epoch, self.epochs - epoch, skip_steps=done
         )
         distribute = self.strategy.distribute_datasets_from_function
         val_dataset = (
@@ -453,10 +453,10 @@ def _check_steps(train, batch_size):
         raise UserError(f"batch_size={batch_size} is larger than the training set ({size})")
 
 
-def _position(state, done, max_epochs, steps_per_epoch):
+def _position(state, done, epochs, steps_per_epoch):
     """Where a resumed run stands, for its first line."""
-    if state.epochs_done >= max_epochs:
-        return f"all {max_epochs} epochs were done; writing the outputs"
+    if state.epochs_done >= epochs:
+        return f"all {epochs} epochs were done; writing the outputs"
     return f"epoch {state.epochs_done + 1}, step {done} of {steps_per_epoch}"
 
 

@@ -26,7 +26,7 @@ def _fit(callbacks, epochs=3, model_dir=None, **kwargs):
     data = load_dataset("synthetic")
     kwargs, optimizer_settings = split_optimizer_settings(kwargs)
     trainer = Trainer(
-        max_epochs=epochs,
+        epochs=epochs,
         batch_size=64,
         model_dir=model_dir,
         callbacks=callbacks,

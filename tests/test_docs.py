@@ -120,9 +120,9 @@ PYTHON_RULES = {
         replace="RunConfig(epochs=1, ",
     ),
     "Trainer epochs": Rule(
-        r"max_epochs=\d+",
+        r"(Trainer\(\s*)epochs=\d+",
         "up to 30 epochs; one runs the same code (early stopping included)",
-        replace="max_epochs=1",
+        replace=r"\1epochs=1",
     ),
 }
 

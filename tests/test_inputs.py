@@ -30,7 +30,7 @@ def _arrays():
 
 def _fit(data, validation_data=None, strategy="default", epochs=2, model_dir=None, **kwargs):
     trainer = Trainer(
-        max_epochs=epochs,
+        epochs=epochs,
         batch_size=64,
         strategy=get_strategy(strategy, num_gpus=0),
         model_dir=model_dir,
@@ -122,7 +122,7 @@ class InputsTest(tf.test.TestCase):
         """Inside the scope, the pipelines' host copies of the data would be made per
         replica device (data.host_variables)."""
         _, train, _ = _arrays()
-        trainer = Trainer(max_epochs=1, batch_size=64, verbose=False)
+        trainer = Trainer(epochs=1, batch_size=64, verbose=False)
         with trainer.strategy.scope():
             model = _functional_model((12, 12), 5)
         strategy = get_strategy("mirrored", num_gpus=0)

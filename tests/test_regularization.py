@@ -42,7 +42,7 @@ def _fit(
     """A tiny model (from `weights` if given) trained on the synthetic set; returns the
     model and history."""
     data = load_dataset("synthetic")
-    trainer_kwargs = {"max_epochs": 1, "batch_size": 64, "verbose": False, **trainer_kwargs}
+    trainer_kwargs = {"epochs": 1, "batch_size": 64, "verbose": False, **trainer_kwargs}
     trainer_kwargs, optimizer_settings = split_optimizer_settings(trainer_kwargs)
     trainer = Trainer(strategy=get_strategy(strategy, num_gpus=0), **trainer_kwargs)
     keras.utils.set_random_seed(seed)
@@ -133,7 +133,7 @@ class ScheduleTest(tf.test.TestCase, parameterized.TestCase):
     def test_the_rate_changes_every_step_and_is_logged_each_epoch(self, name):
         recorder = _RecordRates()
         _, history = _fit(
-            max_epochs=3,
+            epochs=3,
             lr_schedule=name,
             warmup_epochs=1,
             steps_per_execution=7,
@@ -171,7 +171,7 @@ class ScheduleTest(tf.test.TestCase, parameterized.TestCase):
 
     def test_resume_continues_the_schedule_and_the_dropout_masks_exactly(self):
         kwargs = dict(
-            max_epochs=3,
+            epochs=3,
             lr_schedule="cosine",
             warmup_epochs=1,
             optimizer="adam",
@@ -228,13 +228,13 @@ class WeightDecayTrainingTest(tf.test.TestCase, parameterized.TestCase):
             decay = {"model_kwargs": {**init, "weight_decay": 0.1}}
         else:
             decay = {"model_kwargs": init, "weight_decay": 0.1}
-        one, one_history = _fit(model_name, "one_device", max_epochs=2, **decay)
-        mirrored, mirrored_history = _fit(model_name, "mirrored", max_epochs=2, **decay)
+        one, one_history = _fit(model_name, "one_device", epochs=2, **decay)
+        mirrored, mirrored_history = _fit(model_name, "mirrored", epochs=2, **decay)
         for a, b in zip(one.get_weights(), mirrored.get_weights(), strict=True):
             self.assertAllClose(a, b, atol=1e-5, rtol=0)
         self.assertAllClose(one_history["loss"], mirrored_history["loss"], atol=1e-5)
         # The decay mattered: without it the weights end elsewhere.
-        plain, _ = _fit(model_name, "one_device", max_epochs=2, model_kwargs=init)
+        plain, _ = _fit(model_name, "one_device", epochs=2, model_kwargs=init)
         self.assertNotAllClose(plain.get_weights()[0], one.get_weights()[0], atol=1e-4)
 
 
@@ -406,7 +406,7 @@ class PlateauAndSettingsTest(tf.test.TestCase, parameterized.TestCase):
                 self.get_temp_dir(),
                 RunConfig(validation_split=0.1, warmup_epochs=5),
                 1,
-                max_epochs=10,
+                epochs=10,
             )
 
     def test_the_package_optimizer_refuses_an_unknown_schedule(self):

@@ -26,7 +26,7 @@ def logged_graph(log_dir, model_name, dtype="float32", **model_settings):
     finally:
         keras.mixed_precision.set_global_policy("float32")
     logger = TensorBoardLogger(log_dir, data)
-    Trainer(max_epochs=1, batch_size=500, callbacks=[logger], verbose=False).fit(model, data)
+    Trainer(epochs=1, batch_size=500, callbacks=[logger], verbose=False).fit(model, data)
     graph = _accumulator(Path(log_dir) / "train").Graph()
     return [node.name for node in graph.node], model
 

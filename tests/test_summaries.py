@@ -70,7 +70,7 @@ class SummariesTest(tf.test.TestCase):
         profiler = StepProfiler(cls.model_dir / "logs", (3, 5))
         # Chunks of 7 steps: the logger must still get a chunk end at every 10th step.
         trainer = Trainer(
-            max_epochs=2,
+            epochs=2,
             batch_size=50,
             steps_per_execution=7,
             callbacks=[logger, profiler],

@@ -29,7 +29,7 @@ def _train(strategy_name, model_name="scratch", epochs=1, batch_size=64, model_d
     data = load_dataset("synthetic")
     kwargs, optimizer_settings = split_optimizer_settings(kwargs)
     trainer = Trainer(
-        max_epochs=epochs,
+        epochs=epochs,
         batch_size=batch_size,
         strategy=get_strategy(strategy_name, num_gpus=0),  # CPU devices, even on a GPU host
         model_dir=model_dir,
@@ -94,7 +94,7 @@ class TrainerTest(tf.test.TestCase, parameterized.TestCase):
         data = load_dataset("synthetic")
         for hidden_units in ((48,), (8, 8)):
             trainer = Trainer(
-                max_epochs=1,
+                epochs=1,
                 batch_size=64,
                 strategy=get_strategy("mirrored", num_gpus=0),
                 verbose=False,
@@ -109,7 +109,7 @@ class TrainerTest(tf.test.TestCase, parameterized.TestCase):
     def test_each_tf_function_is_traced_once(self):
         data = load_dataset("synthetic")
         # 2000 // 64 = 31 steps per epoch in chunks of 7: the last chunk of each epoch is 3.
-        trainer = Trainer(max_epochs=3, batch_size=64, steps_per_execution=7, verbose=False)
+        trainer = Trainer(epochs=3, batch_size=64, steps_per_execution=7, verbose=False)
         model = build_model("scratch", data.input_shape, data.num_classes, hidden_units=(16,))
         trainer.fit(model, data)
         self.assertEqual(trainer.tracing_counts, {"train_steps": 1, "evaluate": 1})
@@ -351,7 +351,7 @@ class TrainerTest(tf.test.TestCase, parameterized.TestCase):
         data = load_dataset("synthetic")
         weights = {}
         for name, rate in (("sgd", 0.01), ("adam", 1e-3), ("rmsprop", 1e-3)):
-            trainer = Trainer(max_epochs=1, batch_size=64, optimizer=name, verbose=False)
+            trainer = Trainer(epochs=1, batch_size=64, optimizer=name, verbose=False)
             keras.utils.set_random_seed(1)
             model = build_model("scratch", data.input_shape, data.num_classes, hidden_units=(32,))
             history = trainer.fit(model, data)
@@ -370,7 +370,7 @@ class TrainerTest(tf.test.TestCase, parameterized.TestCase):
             schedule = keras.optimizers.schedules.ExponentialDecay(0.05, STEPS, 0.5)
             optimizer = keras.optimizers.Adam(learning_rate=schedule)
         trainer = Trainer(
-            max_epochs=2, batch_size=64, optimizer=optimizer, strategy=strategy, verbose=False
+            epochs=2, batch_size=64, optimizer=optimizer, strategy=strategy, verbose=False
         )
         history = trainer.fit(model, data)
         self.assertIs(model.optimizer, optimizer)

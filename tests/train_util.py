@@ -22,7 +22,7 @@ def use_package_optimizer(trainer, model, data, settings):
         settings.pop("optimizer", "sgd"),
         settings.pop("learning_rate", 0.1),
         steps_per_epoch=len(data.train_images) // trainer.batch_size,
-        epochs=trainer.max_epochs,
+        epochs=trainer.epochs,
         strategy=trainer.strategy,
         **settings,
     )
