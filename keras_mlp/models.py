@@ -51,9 +51,9 @@ def kernel_initializer(name, sigma, model):
     return keras.initializers.get("glorot_uniform" if name == "default" else name)
 
 
-def _check_sizes(num_outputs, hidden_units):
+def _check_sizes(num_classes, hidden_units):
     hidden_units = tuple(hidden_units)
-    check_positive_int("num_outputs", num_outputs)
+    check_positive_int("num_classes", num_classes)
     for width in hidden_units:
         check_positive_int("hidden_units", width)
     return hidden_units
@@ -70,7 +70,8 @@ class MLPScratch(keras.Model):
     ... and are reachable as attributes of the same names once built.
 
     Args:
-        num_outputs: Number of classes. Defaults to `10`.
+        num_classes: Number of classes, the width of the output (logits) layer.
+            Defaults to `10`.
         hidden_units: Width of each hidden layer, input side first.
             Defaults to `(256,)`.
         activation: Hidden activation name; `"relu"` is the hand-written one.
@@ -91,16 +92,16 @@ class MLPScratch(keras.Model):
         `(batch_size, ...)`; everything after the batch axis is flattened.
 
     Output shape:
-        `(batch_size, num_outputs)` logits.
+        `(batch_size, num_classes)` logits.
 
     Example:
-        >>> model = MLPScratch(num_outputs=10, hidden_units=(256,))
+        >>> model = MLPScratch(num_classes=10, hidden_units=(256,))
         >>> model(np.zeros((2, 28, 28), "float32")).shape  # (2, 10)
     """
 
     def __init__(
         self,
-        num_outputs=10,
+        num_classes=10,
         *,
         hidden_units=(256,),
         activation="relu",
@@ -113,8 +114,8 @@ class MLPScratch(keras.Model):
         # An explicit name: Keras would number a default one (mlp_scratch_5) per model built
         # in a process, and the weights' TensorBoard tags with it.
         super().__init__(**{"name": "mlp_scratch", **kwargs})
-        self.hidden_units = _check_sizes(num_outputs, hidden_units)
-        self.num_outputs = num_outputs
+        self.hidden_units = _check_sizes(num_classes, hidden_units)
+        self.num_classes = num_classes
         self.sigma = check_positive_finite("sigma", sigma)
         self.activation = get_activation(activation)
         self.initializer = initializer
@@ -125,7 +126,7 @@ class MLPScratch(keras.Model):
         penalty = L2Penalty(self.weight_decay) if self.weight_decay else None
         # hidden1 (W1, b1) -> activation -> ... -> output (Wn, bn); each kernel gets its own
         # initializer, and so its own seed.
-        widths = (*self.hidden_units, num_outputs)
+        widths = (*self.hidden_units, num_classes)
         self.dense_layers = [
             ScratchDense(
                 units,
@@ -183,15 +184,15 @@ class MLPScratch(keras.Model):
             H = activation(dense(H))  # (batch, hidden)
             if rate:
                 H = next(dropouts)(H, training=training)  # (batch, hidden), zeros in training
-        return self.dense_layers[-1](H)  # (batch, num_outputs)
+        return self.dense_layers[-1](H)  # (batch, num_classes)
 
     def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.num_outputs)
+        return (input_shape[0], self.num_classes)
 
     def get_config(self):
         return {
             **super().get_config(),
-            "num_outputs": self.num_outputs,
+            "num_classes": self.num_classes,
             "hidden_units": list(self.hidden_units),
             "activation": serialize_activation(self.activation),
             "sigma": self.sigma,
@@ -203,7 +204,7 @@ class MLPScratch(keras.Model):
 
 def concise_mlp(
     input_shape,
-    num_outputs=10,
+    num_classes=10,
     *,
     hidden_units=(256,),
     activation="relu",
@@ -211,14 +212,15 @@ def concise_mlp(
     initializer="default",
     dropout=0.0,
 ):
-    """The concise MLP: `Sequential([Flatten, Dense(h, activation)..., Dense(num_outputs)])`,
+    """The concise MLP: `Sequential([Flatten, Dense(h, activation)..., Dense(num_classes)])`,
     with a `keras.layers.Dropout` after each hidden layer whose rate is not 0.
 
     Uses Keras' own layers and initialisers, as the chapter's concise version does.
 
     Args:
         input_shape: Shape of one example, without the batch axis, e.g. `(28, 28)`.
-        num_outputs: Number of classes. Defaults to `10`.
+        num_classes: Number of classes, the width of the output (logits) layer.
+            Defaults to `10`.
         hidden_units: Width of each hidden layer. Defaults to `(256,)`.
         activation: Hidden activation name. Defaults to `"relu"` (Keras' relu).
         sigma: Standard deviation for `initializer="normal"`. Defaults to `0.01`.
@@ -231,7 +233,7 @@ def concise_mlp(
     Returns:
         A built `keras.Sequential` returning logits.
     """
-    hidden_units = _check_sizes(num_outputs, hidden_units)
+    hidden_units = _check_sizes(num_classes, hidden_units)
     get_activation(activation)  # validates the name with the package's message
     rates = dropout_rates(dropout, hidden_units)
     sigma = check_positive_finite("sigma", sigma)
@@ -245,14 +247,14 @@ def concise_mlp(
         layers.append(keras.layers.Dense(units, activation=activation, kernel_initializer=init))
         if rate:  # a rate of 0 makes no layer (and draws no random numbers)
             layers.append(keras.layers.Dropout(rate))
-    layers.append(keras.layers.Dense(num_outputs, kernel_initializer=inits[-1]))
+    layers.append(keras.layers.Dense(num_classes, kernel_initializer=inits[-1]))
     return keras.Sequential(layers, name="concise_mlp")
 
 
 def build_model(
     name,
     input_shape,
-    num_outputs,
+    num_classes,
     *,
     hidden_units=(256,),
     activation="relu",
@@ -281,7 +283,7 @@ def build_model(
             f"Received: weight_decay={weight_decay!r}"
         )
     if name == "scratch":
-        model = MLPScratch(num_outputs, weight_decay=weight_decay, **settings)
+        model = MLPScratch(num_classes, weight_decay=weight_decay, **settings)
         model.build((None, *input_shape))
         return model
-    return concise_mlp(input_shape, num_outputs, **settings)
+    return concise_mlp(input_shape, num_classes, **settings)

@@ -137,7 +137,7 @@ class MLPScratchTest(tf.test.TestCase, parameterized.TestCase):
 
     @parameterized.named_parameters(
         ("zero_width", {"hidden_units": (0,)}, "hidden_units=0"),
-        ("bad_outputs", {"num_outputs": -1}, "num_outputs=-1"),
+        ("bad_classes", {"num_classes": -1}, "num_classes=-1"),
         ("bad_sigma", {"sigma": -0.1}, "sigma=-0.1"),
         ("bad_activation", {"activation": "nope"}, "activation='nope'"),
     )
