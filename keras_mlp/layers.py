@@ -227,24 +227,24 @@ def l2_penalty(weights):
 
 @keras.saving.register_keras_serializable(package="keras_mlp")
 class L2Penalty(keras.regularizers.Regularizer):
-    """The chapter's weight decay as a penalty in the loss: `lambd / 2 * ||W||^2`.
+    """The chapter's weight decay as a penalty in the loss: `weight_decay / 2 * ||W||^2`.
 
-    Its gradient is `lambd * W`, so plain SGD on `loss + penalty` shrinks each
-    weight by `learning_rate * lambd * W` per step. Keras collects it in
+    Its gradient is `weight_decay * W`, so plain SGD on `loss + penalty` shrinks each
+    weight by `learning_rate * weight_decay * W` per step. Keras collects it in
     `model.losses` (the `Trainer` and `fit` add those to the training loss).
 
     Args:
-        lambd: Non-negative finite float, the decay coefficient.
+        weight_decay: Non-negative finite float, the decay coefficient.
 
     Example:
         >>> L2Penalty(0.1)(np.array([3.0, 4.0]))  # 0.1 / 2 * 25 = 1.25
     """
 
-    def __init__(self, lambd):
-        self.lambd = check_non_negative_finite("lambd", lambd)
+    def __init__(self, weight_decay):
+        self.weight_decay = check_non_negative_finite("weight_decay", weight_decay)
 
     def __call__(self, x):
-        return self.lambd * l2_penalty([x])
+        return self.weight_decay * l2_penalty([x])
 
     def get_config(self):
-        return {"lambd": self.lambd}
+        return {"weight_decay": self.weight_decay}

@@ -8,11 +8,11 @@ logits and take their input size and class count from the data.
 Regularisation comes in the same two styles. Dropout: the scratch model uses the
 hand-written `layers.Dropout`, the concise one `keras.layers.Dropout`, after each
 hidden activation. Weight decay: the scratch model writes the chapter's L2 penalty
-`lambd / 2 * sum ||W||^2` (kernels, not biases) into its loss (`model.losses`); the
+`weight_decay / 2 * sum ||W||^2` (kernels, not biases) into its loss (`model.losses`); the
 concise model leaves decay to its optimizer (`optimizers.build_optimizer(weight_decay=...)`: Keras'
 decoupled weight decay, as in AdamW). With plain SGD the two are the same update;
 with an adaptive optimizer (Adam, RMSprop, ...) they are not: the penalty's gradient
-`lambd * W` is divided by the running gradient scale like any other gradient, so
+`weight_decay * W` is divided by the running gradient scale like any other gradient, so
 weights with large gradients decay less, while decoupled decay shrinks every kernel
 by `learning_rate * weight_decay * W` per step whatever its gradients (Loshchilov and
 Hutter, "Decoupled Weight Decay Regularization", 2019).
@@ -83,7 +83,7 @@ class MLPScratch(keras.Model):
         dropout: Dropout rate after each hidden activation (the hand-written
             `Dropout`, in training only): one number for every hidden layer or one
             per hidden layer. A rate of 0 adds no layer. Defaults to `0.0`.
-        weight_decay: `lambd` of the L2 penalty `lambd / 2 * sum ||W||^2` over the
+        weight_decay: The coefficient of the L2 penalty `weight_decay / 2 * sum ||W||^2` over the
             kernels (not the biases), in `model.losses`: the `Trainer` (and `fit`)
             add it to the training loss; the loss they report is the
             cross-entropy alone. `0` adds no penalty. Defaults to `0.0`.

@@ -225,17 +225,17 @@ class L2PenaltyTest(tf.test.TestCase):
             penalty = L2Penalty(0.1)(W)
         self.assertAllClose(penalty, 0.1 / 2 * (9 + 16 + 1))  # 1.3
         self.assertAllClose(tape.gradient(penalty, W), [[0.3, 0.0], [-0.4, 0.1]])
-        # Keras' L2(l2) is l2 * ||W||^2: the same as lambd / 2.
+        # Keras' L2(l2) is l2 * ||W||^2: the same as weight_decay / 2.
         self.assertAllClose(penalty, keras.regularizers.L2(0.05)(W))
 
     def test_config_round_trip_and_bad_values(self):
-        self.assertEqual(L2Penalty.from_config(L2Penalty(0.3).get_config()).lambd, 0.3)
+        self.assertEqual(L2Penalty.from_config(L2Penalty(0.3).get_config()).weight_decay, 0.3)
         self.assertIsInstance(
             keras.regularizers.deserialize(keras.regularizers.serialize(L2Penalty(0.3))),
             L2Penalty,
         )
         for bad in (-1.0, float("nan"), "0.1"):
-            with self.assertRaisesRegex(ValueError, "lambd="):
+            with self.assertRaisesRegex(ValueError, "weight_decay="):
                 L2Penalty(bad)
 
     def test_scratch_dense_kernel_penalty_reaches_model_losses(self):
@@ -246,7 +246,7 @@ class L2PenaltyTest(tf.test.TestCase):
         self.assertAllClose(penalty, 0.5 / 2 * 6 * 4.0)  # the bias is not penalised
         clone = ScratchDense.from_config(layer.get_config())
         self.assertIsInstance(clone.kernel_regularizer, L2Penalty)
-        self.assertEqual(clone.kernel_regularizer.lambd, 0.5)
+        self.assertEqual(clone.kernel_regularizer.weight_decay, 0.5)
 
 
 if __name__ == "__main__":

@@ -256,8 +256,8 @@ class RegularisedModelsTest(tf.test.TestCase, parameterized.TestCase):
         self.assertAllEqual(dropped(x), plain(x))  # inference: no dropout
 
     def test_weight_decay_penalty_and_its_gradient_on_a_hand_computed_case(self):
-        lambd = 0.2
-        model = build_model("scratch", (2,), 2, hidden_units=(2,), weight_decay=lambd)
+        weight_decay = 0.2
+        model = build_model("scratch", (2,), 2, hidden_units=(2,), weight_decay=weight_decay)
         W1 = np.array([[1.0, -2.0], [0.5, 3.0]], "float32")
         W2 = np.array([[-1.0, 4.0], [2.0, 0.0]], "float32")
         b1, b2 = np.array([5.0, 6.0], "float32"), np.array([7.0, -8.0], "float32")
@@ -265,11 +265,11 @@ class RegularisedModelsTest(tf.test.TestCase, parameterized.TestCase):
         with tf.GradientTape() as tape:
             model(np.zeros((1, 2), "float32"))
             penalty = tf.add_n(model.losses)
-        # lambd / 2 * (||W1||^2 + ||W2||^2) = 0.1 * (1 + 4 + 0.25 + 9 + 1 + 16 + 4 + 0)
+        # weight_decay / 2 * (||W1||^2 + ||W2||^2) = 0.1 * (1 + 4 + 0.25 + 9 + 1 + 16 + 4 + 0)
         self.assertAllClose(penalty, 0.1 * 35.25)
         grads = tape.gradient(penalty, model.trainable_variables)
-        self.assertAllClose(grads[0], lambd * W1)
-        self.assertAllClose(grads[2], lambd * W2)
+        self.assertAllClose(grads[0], weight_decay * W1)
+        self.assertAllClose(grads[2], weight_decay * W2)
         self.assertEqual((grads[1], grads[3]), (None, None))  # biases are not decayed
         self.assertTrue(all(isinstance(d.kernel_regularizer, L2Penalty) for d in model.layers[:2]))
 

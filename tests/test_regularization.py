@@ -198,9 +198,9 @@ class ScheduleTest(tf.test.TestCase, parameterized.TestCase):
 class WeightDecayTrainingTest(tf.test.TestCase, parameterized.TestCase):
     @parameterized.parameters("scratch", "concise")
     def test_one_sgd_step_shrinks_kernels_by_rate_times_decay(self, model_name):
-        """Full batch, one step: with SGD both forms subtract lr * lambd * W from each
+        """Full batch, one step: with SGD both forms subtract lr * weight_decay * W from each
         kernel and leave the biases alone; the reported loss is the cross-entropy alone."""
-        lr, lambd, init = 0.1, 0.05, {"initializer": "he_normal"}
+        lr, weight_decay, init = 0.1, 0.05, {"initializer": "he_normal"}
         keras.utils.set_random_seed(3)
         start = build_model(model_name, (12, 12), 5, hidden_units=(32,), **init).get_weights()
         rng = np.random.default_rng(0)  # nonzero biases: a decay of them would show
@@ -209,13 +209,13 @@ class WeightDecayTrainingTest(tf.test.TestCase, parameterized.TestCase):
         common = {"batch_size": 2000, "learning_rate": lr, "weights": start}
         plain, plain_history = _fit(model_name, model_kwargs=init, **common)
         if model_name == "scratch":  # the L2 penalty in the model's loss
-            decay = {"model_kwargs": {**init, "weight_decay": lambd}}
+            decay = {"model_kwargs": {**init, "weight_decay": weight_decay}}
         else:  # decoupled, in the optimizer
-            decay = {"model_kwargs": init, "weight_decay": lambd}
+            decay = {"model_kwargs": init, "weight_decay": weight_decay}
         decayed, decayed_history = _fit(model_name, **decay, **common)
         for w0, a, b in zip(start, plain.get_weights(), decayed.get_weights(), strict=True):
             if w0.ndim == 2:  # a kernel
-                self.assertAllClose(b, a - lr * lambd * w0, atol=1e-7, rtol=0)
+                self.assertAllClose(b, a - lr * weight_decay * w0, atol=1e-7, rtol=0)
                 self.assertNotAllClose(a, b, atol=1e-6)
             else:  # a bias
                 self.assertAllClose(b, a, atol=1e-7, rtol=0)
