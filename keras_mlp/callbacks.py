@@ -222,6 +222,7 @@ class DivergenceGuard(Callback):
         if self._reference_loss() is None and np.isfinite(loss):
             self.reference.assign(loss)
         reference = self._reference_loss()
+        # Steps and epochs as a user reads them, from 1 (docs/design.md, "Epoch numbers").
         steps = f"steps {self._first_step}-{int(logs['step'])} (epoch {self._epoch + 1})"
         if not (np.isfinite(loss) and self._weights_finite()):
             problem, hint = f"training loss became {loss} in {steps}", ""
@@ -275,7 +276,8 @@ class SignalStop(Callback):
 
 
 class ProgressLogger(Callback):
-    """A progress bar over each epoch's steps and one printed line per epoch."""
+    """A progress bar over each epoch's steps and one printed line per epoch, which
+    number the epochs from 1 (`epoch + 1`: docs/design.md, "Epoch numbers")."""
 
     def __init__(self):
         super().__init__()

@@ -269,6 +269,7 @@ def _record(study, number, returncode, timed_out, timeout):
         except (OSError, ValueError, KeyError, TypeError) as e:
             status, error = "failed", f"{model_dir}/metrics.json is unreadable ({e})"
     elif trial.intermediate_values:  # pruned: its last epoch's accuracy
+        # Reported by number, from 1: the last is the epochs run (docs/design.md, "Epoch numbers").
         epoch = max(trial.intermediate_values)
         results = {"val_accuracy": trial.intermediate_values[epoch], "epochs_run": epoch}
     handle(study, trial).set_user_attr("status", status)

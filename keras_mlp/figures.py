@@ -94,7 +94,7 @@ def progress_figure(history, title=""):
     """The learning curves by epoch (`progress.png`): loss and accuracy on two panels,
     each with its training and validation curve, whole epochs on the x axis, and
     `title` above (the model and the validation split)."""
-    epochs = np.arange(1, len(history["loss"]) + 1)
+    epochs = np.arange(1, len(history["loss"]) + 1)  # docs/design.md, "Epoch numbers"
     fig = Figure(figsize=(8, 3.5))
     panels = zip(
         fig.subplots(1, 2),

@@ -1,6 +1,7 @@
 """Learning-rate schedules over training steps, built on `keras.optimizers.schedules`
 (no schedule math written here): constant, cosine, exponential and step decay, each
-with an optional linear warm-up. The optimizer counts the steps (`iterations`), and
+with an optional linear warm-up. The optimizer counts the steps (`iterations`, the
+updates applied, not the run's global step: docs/design.md, "Step counts"), and
 checkpoints keep that count, so a resumed run continues its schedule exactly.
 """
 

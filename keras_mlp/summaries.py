@@ -104,7 +104,8 @@ class TensorBoardLogger(Callback):
     """Writes a run's TensorBoard logs under `log_dir` (`None`: nothing, e.g. on a
     non-chief worker, which still takes part in every step).
 
-    Per epoch: the scalars of `SCALARS` at step `epoch + 1`. New runs also get an
+    Per epoch: the scalars of `SCALARS` at step `epoch + 1`, Keras' 0-based index
+    made the epoch's number (docs/design.md, "Epoch numbers"). New runs also get an
     HParams session and the config as text; a resumed run first writes the epochs
     its checkpoint has but its event files lack, so none is missing or doubled.
 
@@ -197,7 +198,7 @@ class TensorBoardLogger(Callback):
     def _catch_up(self, history):
         for name in ("train", "validation"):
             logged = logged_epochs(self.logs / name)
-            for epoch in range(1, len(history["loss"]) + 1):
+            for epoch in range(1, len(history["loss"]) + 1):  # history[k][epoch - 1]
                 if epoch not in logged:
                     self._write_scalars(name, epoch, {k: v[epoch - 1] for k, v in history.items()})
 
@@ -224,6 +225,7 @@ class TensorBoardLogger(Callback):
     def on_epoch_end(self, epoch, logs=None):
         if not self.logs:
             return
+        # TensorBoard's step is the epoch's number, from 1 (docs/design.md, "Epoch numbers").
         for name in ("train", "validation"):
             self._write_scalars(name, epoch + 1, logs)
         if self.histogram_freq and (epoch + 1) % self.histogram_freq == 0:

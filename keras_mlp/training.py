@@ -48,7 +48,17 @@ EVAL_BATCH = 2048
 class TrainState:
     """What a checkpoint holds besides model and optimizer: enough to continue
     exactly. The data order follows from seed, epoch and the step within the epoch
-    (`step - epoch_first_step`), so those are the data position too."""
+    (`step - epoch_first_step`), so those are the data position too.
+
+    `step` is the run's global step: the training steps run (global batches
+    consumed), 1 after the first. It is authoritative for what the trainer owns: the
+    data position, checkpoint numbers, callbacks' `logs["step"]` and
+    `steps_until_due(step)`, TensorBoard's per-step scalars, the profiler's step
+    markers. The optimizer's `iterations` counts the updates it applied, and the
+    learning-rate schedules read that one. The two agree for a fresh optimizer that
+    skips nothing; a `LossScaleOptimizer`'s skipped (non-finite) step advances `step`
+    only, and an optimizer that trained before starts at its own count
+    (docs/design.md, "Step counts")."""
 
     def __init__(self):
         with tf.device("/cpu:0"):  # strings and counters live on the host
@@ -109,9 +119,11 @@ class Trainer:
     checkpoint was restored, and the restored history's per-epoch lists keyed by
     `HISTORY_KEYS`; `params` also hold `resumed`, `history`, `initial_epoch` and
     `train_step`, the step each compiled chunk runs),
-    `on_epoch_begin/end` (epochs count from 0, logs hold `HISTORY_KEYS`), `on_train_batch_begin/end` once per compiled chunk of
-    steps (batch: the step's index in the epoch; logs: the epoch's running
-    `loss` and `accuracy`, and `step`, the global step count), `on_train_end`.
+    `on_epoch_begin/end` (Keras' epoch index, from 0, where everything a user reads
+    counts from 1: docs/design.md, "Epoch numbers"; logs hold `HISTORY_KEYS`),
+    `on_train_batch_begin/end` once per compiled chunk of steps (batch: the step's
+    index in the epoch; logs: the epoch's running `loss` and `accuracy`, and `step`,
+    the global step count, `TrainState.step`), `on_train_end`.
     A callback that sets `model.stop_training` ends training after the current
     epoch's evaluation, as in `fit`; `model.optimizer` is the optimizer in use.
     Any callback with `steps_until_due(step)` or `close()` takes part in the
@@ -454,7 +466,8 @@ def _check_steps(train, batch_size):
 
 
 def _position(state, done, epochs, steps_per_epoch):
-    """Where a resumed run stands, for its first line."""
+    """Where a resumed run stands, for its first line: the epoch in progress is the
+    `epochs_done + 1`th (docs/design.md, "Epoch numbers")."""
     if state.epochs_done >= epochs:
         return f"all {epochs} epochs were done; writing the outputs"
     return f"epoch {state.epochs_done + 1}, step {done} of {steps_per_epoch}"

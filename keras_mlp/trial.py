@@ -34,6 +34,7 @@ class OptunaPruning(keras.callbacks.Callback):
         self.trial = trial
 
     def on_epoch_end(self, epoch, logs=None):
+        # Reported as epoch N, counted from 1 (docs/design.md, "Epoch numbers").
         self.trial.report(logs["val_accuracy"], epoch + 1)
         if self.trial.should_prune():
             raise optuna.TrialPruned()
