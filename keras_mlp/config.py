@@ -230,8 +230,9 @@ class RunConfig:
     onednn: str = setting(
         "auto",
         "TensorFlow's oneDNN CPU kernels (TF_ENABLE_ONEDNN_OPTS, read when TensorFlow "
-        "starts): on, off, or auto: the environment's TF_ENABLE_ONEDNN_OPTS if set, else "
-        "off (faster for these small matmuls; README, Performance).",
+        "starts): on, off, or auto: the environment's TF_ENABLE_ONEDNN_OPTS, else "
+        "TensorFlow's default (on). Off is faster for the chapter's 784-256-10, on for "
+        "1024-wide layers (README, Performance).",
         choices=ONEDNN_SETTINGS,
         compared=False,
     )

@@ -308,11 +308,13 @@ def eval_dataset_fn(images, labels, global_batch_size, preprocess=scale):
             row = tf.range(global_batch_size, dtype=tf.int64) + step * global_batch_size
             return tf.data.Dataset.from_tensor_slices(_pipeline_batches(row[None], input_context))
 
+        local_replicas = input_context.num_replicas_in_sync // input_context.num_input_pipelines
         return (
             tf.data.Dataset.range(steps)
             .flat_map(step_batches)
             .map(batch)
             .prefetch(tf.data.AUTOTUNE)
+            .apply(tf.data.experimental.assert_cardinality(steps * local_replicas))
         )
 
     return dataset_fn

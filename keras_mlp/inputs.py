@@ -138,15 +138,18 @@ class ExampleInput:
                 f"whole batches; give {batch_size - padding} fewer or {padding} more, or a "
                 "dataset of one shape"
             )
+        steps = (self.count + padding) // batch_size
         weighted = self.dataset.map(lambda x, y: (x, y, tf.ones((), tf.float32)))
         blank = (tf.zeros(x_spec.shape, x_spec.dtype), tf.zeros((), y_spec.dtype), 0.0)
         padded = weighted.concatenate(tf.data.Dataset.from_tensors(blank).repeat(padding))
 
         def dataset_fn(input_context):
+            local = input_context.num_replicas_in_sync // input_context.num_input_pipelines
             return (
                 padded.batch(batch_size, drop_remainder=True)
                 .flat_map(_replica_batches(input_context, batch_size))
                 .prefetch(tf.data.AUTOTUNE)
+                .apply(tf.data.experimental.assert_cardinality(steps * local))
             )
 
         return dataset_fn

@@ -110,18 +110,22 @@ class CompiledSteps:
                 strategy.run(train_step, args=next(iterator))
 
         @tf.function
-        def evaluate(dataset):
-            for batch in dataset:
-                strategy.run(eval_step, args=batch)
+        def evaluate(iterator, num_steps):
+            for _ in tf.range(num_steps):
+                strategy.run(eval_step, args=next(iterator))
 
         self.train_step, self.train_steps, self._evaluate = train_step, train_steps, evaluate
 
-    def evaluate(self, dataset):
-        """`{"val_loss", "val_accuracy"}`, exact over the whole split (NaN without one)."""
-        if dataset is None:
+    def evaluate(self, validation):
+        """`{"val_loss", "val_accuracy"}`, exact over the whole split (NaN without one).
+
+        `validation` is `(iterator, steps)`: an iterator over validation passes back to
+        back, and the steps of one pass (`Trainer._validation`), or `None`."""
+        if validation is None:
             return {"val_loss": float("nan"), "val_accuracy": float("nan")}
         self.val_totals.reset()
-        self._evaluate(dataset)
+        iterator, steps = validation
+        self._evaluate(iterator, tf.constant(steps))
         return {f"val_{key}": value for key, value in means(self.val_totals.sums()).items()}
 
     def tracing_counts(self):

@@ -118,6 +118,24 @@ class InputsTest(tf.test.TestCase):
         with self.assertRaisesRegex(UserError, "checkpoint_every_steps=5: .*epoch boundaries"):
             _fit(tf.data.Dataset.from_tensor_slices((x, y)), checkpoint_every_steps=5)
 
+    def test_every_epochs_validation_is_one_whole_pass(self):
+        """The validation passes come from one iterator, back to back: each epoch's
+        figures must be those of exactly the whole split (500 examples: 7 batches of 64,
+        the last padded), for each kind of input and on two replicas."""
+        _, train, (val_x, val_y) = _arrays()
+        examples = tf.data.Dataset.from_tensor_slices((val_x, val_y))
+        for strategy, validation in [
+            ("default", (val_x, val_y)),
+            ("default", examples),
+            ("mirrored", (val_x, val_y)),
+        ]:
+            trainer, model, history = _fit(train, validation, strategy=strategy, epochs=3)
+            logits = model.predict(val_x, verbose=0)
+            accuracy = float(np.mean(np.argmax(logits, axis=-1) == val_y))
+            loss = float(np.mean(keras.losses.sparse_categorical_crossentropy(val_y, logits, True)))
+            self.assertAllClose(history["val_accuracy"][-1], accuracy, atol=1e-6)
+            self.assertAllClose(history["val_loss"][-1], loss, rtol=1e-5)
+
     def test_fit_inside_the_strategy_scope_is_refused(self):
         """Inside the scope, the pipelines' host copies of the data would be made per
         replica device (data.host_variables)."""
