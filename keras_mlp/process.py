@@ -2,8 +2,8 @@
 
 TensorFlow reads `TF_ENABLE_ONEDNN_OPTS` once, when it starts: oneDNN's CPU kernels
 (on by default on x86 Linux) or Eigen's. Neither wins everywhere (README,
-"Performance"): Eigen's are faster for the chapter's 784 -> 256 -> 10, oneDNN's about
-twice as fast for 1024-wide layers. So the tools leave TensorFlow's default unless told:
+"Performance"): Eigen's are faster for the chapter's 784 -> 256 -> 10, oneDNN's for
+1024-wide layers. So the tools leave TensorFlow's default unless told:
 `--onednn=on|off`, or `TF_ENABLE_ONEDNN_OPTS` in the environment. The setting is printed
 in a run's first line and kept in its `metrics.json`. No TensorFlow import here: the
 tools call `choose` before TensorFlow starts.
