@@ -16,7 +16,7 @@ The trainer's callback protocol. Besides Keras' hooks, any callback (a plain
 
 A resumed run is signalled explicitly: `on_train_begin`'s logs hold `resumed` (true
 when a checkpoint was restored) beside the restored history's per-epoch lists (keyed
-by `training.HISTORY_KEYS`; empty for a new run), and `self.params` holds `resumed`,
+by `train_state.HISTORY_KEYS`; empty for a new run), and `self.params` holds `resumed`,
 `history` and `initial_epoch` (the first epoch this run trains) from then on.
 `self.params["train_step"]` is the training step itself, `train_step(images, labels)`,
 one replica's step that each compiled chunk runs through `strategy.run`

@@ -35,7 +35,7 @@ class RunResult:
 
     Attributes:
         model_dir: Where the outputs are.
-        history: Per-epoch lists of the run's metrics (`training.HISTORY_KEYS`).
+        history: Per-epoch lists of the run's metrics (`train_state.HISTORY_KEYS`).
         model: The trained model; `None` when the run was already complete.
         stopped_early: Whether a callback (early stopping, ...) ended it before its epochs.
     """

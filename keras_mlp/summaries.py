@@ -26,7 +26,7 @@ from keras_mlp import hparams as hparams_lib
 from keras_mlp.callbacks import Callback, steps_to_multiple
 from keras_mlp.diagnostics import MAX_CONFUSION_FIGURE_CLASSES
 from keras_mlp.step_graph import train_step_graph
-from keras_mlp.training import HISTORY_KEYS
+from keras_mlp.train_state import HISTORY_KEYS
 
 # Per-epoch scalar tags, from history keys: (writer, tag).
 SCALARS = {
