@@ -306,14 +306,14 @@ def test_train_command_figures_agree_with_each_other(tmp_path):
         "--epochs=2",
         "--rounds=2",
         "--models=concise",
-        "--contenders=ours,keras_fit,tf_loop",
+        "--contenders=ours,tf_loop",
         f"--output_dir={out}",
     )
     assert result.returncode == 0, result.stderr
     report = json.loads((out / "train.json").read_text())
     rows = {r["contender"]: r for r in report["results"]}
-    assert list(rows) == ["ours", "keras_fit", "tf_loop"]
-    assert [r["model"] for r in rows.values()] == ["concise", "concise", "bare"]
+    assert list(rows) == ["ours", "tf_loop"]
+    assert [r["model"] for r in rows.values()] == ["concise", "bare"]
     limit = report["matmul_limit_gflops"]
     best_limit = max(limit["tensorflow"], limit["numpy"])
     flops = mlp_epoch_flops(144, (256,), 5, 2000, 500, 256)
@@ -330,25 +330,18 @@ def test_train_command_figures_agree_with_each_other(tmp_path):
         assert r["examples_per_second"] == pytest.approx(SYNTHETIC_TRAINED / median, rel=1e-12)
         assert r["efficiency"] == pytest.approx(flops / (median * best_limit * 1e9), rel=1e-12)
         assert r["x_tf_loop"] == pytest.approx(median / rows["tf_loop"]["median_epoch_seconds"])
-        assert "x_torch" not in r  # not chosen: no column
+        assert "x_torch" not in r and "x_keras_fit" not in r  # not chosen: no column
         assert r["val_accuracy"] > 0.5  # all trained (chance: 0.2)
         assert 100 < r["peak_rss_mib"] < 64 * 1024  # a TensorFlow process, in MiB
-    assert rows["ours"]["x_keras_fit"] == pytest.approx(
-        rows["ours"]["median_epoch_seconds"] / rows["keras_fit"]["median_epoch_seconds"]
-    )
     assert report["settings"] == rows["ours"]["settings"]
     assert report["machine"]["cpus"] == os.cpu_count()
     assert report["machine"]["tensorflow"] == tf.__version__
 
     # The printed table shows the same figures (to its precision).
-    header, table = _table(result.stdout, "train: seconds per epoch", 3)
+    header, table = _table(result.stdout, "train: seconds per epoch", 2)
     assert header[:6] == ["contender", "model", "s/epoch", "min-max", "x", "tf_loop"]
-    assert [row[:2] for row in table] == [
-        ["ours", "concise"],
-        ["keras_fit", "concise"],
-        ["tf_loop", "bare"],
-    ]
-    for row in table[:2]:
+    assert [row[:2] for row in table] == [["ours", "concise"], ["tf_loop", "bare"]]
+    for row in table:
         r = rows[row[0]]
         low, high = map(float, row[3].split("-"))
         assert _number(row[2]) == pytest.approx(r["median_epoch_seconds"], abs=0.0005)
