@@ -252,7 +252,7 @@ def run_train_benchmark(
         lib: max(speed.matmul_gflops(n, lib) for n in (1024, 2048, 4096))
         for lib in ("tensorflow", "numpy")
     }
-    trained = (len(data.train_images) // contenders.BATCH_SIZE) * contenders.BATCH_SIZE
+    trained = contenders.trained_examples(len(data.train_images))
     flops = mlp_epoch_flops(
         int(np.prod(data.input_shape)),
         (contenders.HIDDEN,),

@@ -24,9 +24,9 @@ import numpy as np
 import tensorflow as tf
 
 from keras_mlp.models import build_model
+from keras_mlp.torch_loop import BATCH_SIZE, HIDDEN, LEARNING_RATE  # once, TensorFlow-free
 from keras_mlp.training import Trainer
 
-BATCH_SIZE, LEARNING_RATE, HIDDEN = 256, 0.1, 256
 KERAS_FIT = {
     "keras_fit": {},
     "keras_fit_spe": {"steps_per_execution": 50, "jit_compile": False},
@@ -41,8 +41,8 @@ def _scaled(images):
     return images.reshape(len(images), -1).astype(np.float32) / np.float32(255)
 
 
-def _trained(count):
-    """Examples in the full batches of an epoch."""
+def trained_examples(count):
+    """Examples in the full batches of an epoch of `count` examples."""
     return (count // BATCH_SIZE) * BATCH_SIZE
 
 
@@ -79,7 +79,7 @@ def time_keras_fit(model_name, data, epochs, **compile_kwargs):
         metrics=["accuracy"],
         **compile_kwargs,
     )
-    trained = _trained(len(data.train_images))
+    trained = trained_examples(len(data.train_images))
     timer = _EpochTimer()
     history = model.fit(
         _scaled(data.train_images[:trained]).reshape(trained, *data.input_shape),

@@ -190,6 +190,12 @@ def load_dataset(
     )
 
 
+def local_replicas(input_context):
+    """The replicas this input pipeline feeds: each step takes one batch per replica
+    from it."""
+    return input_context.num_replicas_in_sync // input_context.num_input_pipelines
+
+
 def _pipeline_batches(index_matrix, input_context):
     """Per-replica index batches for this input pipeline.
 
@@ -272,11 +278,10 @@ def train_dataset_fn(
             x, y = tf.gather(images, index), tf.gather(labels, index)
             return preprocess(augment(x, draws) if augment else x), y
 
-        local_replicas = input_context.num_replicas_in_sync // input_context.num_input_pipelines
         return (
             tf.data.Dataset.range(start_epoch, start_epoch + num_epochs)
             .flat_map(epoch_batches)
-            .skip(skip_steps * local_replicas)
+            .skip(skip_steps * local_replicas(input_context))
             .map(batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
             .prefetch(tf.data.AUTOTUNE)
         )
@@ -308,13 +313,13 @@ def eval_dataset_fn(images, labels, global_batch_size, preprocess=scale):
             row = tf.range(global_batch_size, dtype=tf.int64) + step * global_batch_size
             return tf.data.Dataset.from_tensor_slices(_pipeline_batches(row[None], input_context))
 
-        local_replicas = input_context.num_replicas_in_sync // input_context.num_input_pipelines
+        batches = steps * local_replicas(input_context)
         return (
             tf.data.Dataset.range(steps)
             .flat_map(step_batches)
             .map(batch)
             .prefetch(tf.data.AUTOTUNE)
-            .apply(tf.data.experimental.assert_cardinality(steps * local_replicas))
+            .apply(tf.data.experimental.assert_cardinality(batches))
         )
 
     return dataset_fn

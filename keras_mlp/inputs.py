@@ -144,12 +144,12 @@ class ExampleInput:
         padded = weighted.concatenate(tf.data.Dataset.from_tensors(blank).repeat(padding))
 
         def dataset_fn(input_context):
-            local = input_context.num_replicas_in_sync // input_context.num_input_pipelines
+            batches = steps * data_lib.local_replicas(input_context)
             return (
                 padded.batch(batch_size, drop_remainder=True)
                 .flat_map(_replica_batches(input_context, batch_size))
                 .prefetch(tf.data.AUTOTUNE)
-                .apply(tf.data.experimental.assert_cardinality(steps * local))
+                .apply(tf.data.experimental.assert_cardinality(batches))
             )
 
         return dataset_fn
@@ -185,8 +185,7 @@ class FunctionInput:
             count = int(dataset.cardinality())
             if count < 0:
                 raise UserError(f"{what} must return a finite dataset of known length")
-            local = input_context.num_replicas_in_sync // input_context.num_input_pipelines
-            self.steps = count // local
+            self.steps = count // data_lib.local_replicas(input_context)
             return dataset.repeat(num_epochs)
 
         return dataset_fn
@@ -224,12 +223,19 @@ def _one(data, what):
     )
 
 
+def dataset_inputs(data, augment=None):
+    """The inputs of a package `Dataset`: its training split (augmented by `augment`, an
+    `augment.Augmentation`, if given) and its validation split, uint8 scaled to [0, 1]."""
+    train = ArrayInput(data.train_images, data.train_labels, data_lib.scale, augment)
+    return train, ArrayInput(data.val_images, data.val_labels, data_lib.scale)
+
+
 def adapt(data, validation_data=None):
     """`(training input, validation input or None)` for what `Trainer.fit` was given."""
     if isinstance(data, data_lib.Dataset):
-        train = ArrayInput(data.train_images, data.train_labels, data_lib.scale)
+        train, validation = dataset_inputs(data)
         if validation_data is None:
-            return train, ArrayInput(data.val_images, data.val_labels, data_lib.scale)
+            return train, validation
         return train, _one(validation_data, "validation_data")
     validation = None if validation_data is None else _one(validation_data, "validation_data")
     return _one(data, "data"), validation

@@ -15,13 +15,12 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from keras_mlp import data as data_lib
 from keras_mlp import process, reporting, run_dir, signals
 from keras_mlp.augment import Augmentation
 from keras_mlp.data import load_dataset
 from keras_mlp.distribute import from_every_worker, get_strategy, is_chief
 from keras_mlp.errors import TrainingInterrupted, UserError
-from keras_mlp.inputs import ArrayInput
+from keras_mlp.inputs import dataset_inputs
 from keras_mlp.models import build_model
 from keras_mlp.optimizers import build_optimizer
 from keras_mlp.profiling import StepProfiler
@@ -279,8 +278,7 @@ def fit_inputs(config, data):
     if not augment:
         return data, None
     augment.check(data.input_shape)
-    train = ArrayInput(data.train_images, data.train_labels, data_lib.scale, augment)
-    return train, ArrayInput(data.val_images, data.val_labels, data_lib.scale)
+    return dataset_inputs(data, augment)
 
 
 class _Start(contextlib.AbstractContextManager):

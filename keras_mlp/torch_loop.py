@@ -16,6 +16,7 @@ import time
 
 import numpy as np
 
+# The chapter's epoch for every contender (keras_mlp.contenders imports them from here).
 BATCH_SIZE, LEARNING_RATE, HIDDEN = 256, 0.1, 256
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_mlp import callbacks as callbacks_lib
+from keras_mlp import data as data_lib
 from keras_mlp import inputs as inputs_lib
 from keras_mlp.checks import check_accepted
 from keras_mlp.distribute import from_every_worker
@@ -385,8 +386,7 @@ class Trainer:
                 raise UserError(
                     "the validation dataset_fn must return a finite dataset of known length"
                 )
-            local = input_context.num_replicas_in_sync // input_context.num_input_pipelines
-            steps.append(batches // local)
+            steps.append(batches // data_lib.local_replicas(input_context))
             return dataset.repeat()
 
         iterator = iter(self.strategy.distribute_datasets_from_function(dataset_fn))
