@@ -18,7 +18,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -79,17 +78,15 @@ def measure(contender, model_name, arrays_path, epochs):
 
 
 def _run_in_subprocess(args, timeout=900):
-    """Runs `python *args`; returns (its stdout, wall seconds), or raises with its last error line."""
+    """Runs `python *args`; returns its stdout, or raises with its last error line."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    start = time.perf_counter()
     result = subprocess.run(
         [sys.executable, *args], capture_output=True, text=True, timeout=timeout, env=env
     )
-    wall = time.perf_counter() - start
     if result.returncode != 0:
         tail = (result.stderr.strip().splitlines() or ["(no output)"])[-1]
         raise UserError(f"{' '.join(args[:3])} failed: {tail}")
-    return result.stdout, wall
+    return result.stdout
 
 
 def _jobs(models, chosen, torch_available):
@@ -111,7 +108,7 @@ def _run_job(contender, model_name, arrays_path, epochs):
             f"--arrays={arrays_path}",
             f"--epochs={epochs}",
         ]
-    out, _ = _run_in_subprocess(args)
+    out = _run_in_subprocess(args)
     return json.loads(out.strip().splitlines()[-1])
 
 
