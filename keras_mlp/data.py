@@ -1,5 +1,5 @@
-"""Datasets in memory and the tf.data pipelines that feed every distribution
-strategy the same batches.
+"""Datasets in memory, and the host copies that the feeds (`keras_mlp.feeds`) gather
+every replica's batches from.
 
 A named set comes from `data_dir` when given (four IDX files, any image set, read
 with `keras_mlp.idx`), else from the search in `keras_mlp.sources`: the keras cache,
@@ -7,7 +7,7 @@ then a prepared tensorflow-datasets copy, then a download. "synthetic" is genera
 here.
 
 Images stay in memory as uint8 `(N, H, W)` (grayscale) or `(N, H, W, C)` (colour);
-pipelines gather batches by index and scale them to float32 in [0, 1].
+the feeds gather batches by index and scale them to float32 in [0, 1].
 """
 
 import dataclasses
@@ -191,25 +191,9 @@ def load_dataset(
 
 
 def local_replicas(input_context):
-    """The replicas this input pipeline feeds: each step takes one batch per replica
-    from it."""
+    """The replicas a `tf.data` input pipeline feeds: each step takes one batch per
+    replica from it."""
     return input_context.num_replicas_in_sync // input_context.num_input_pipelines
-
-
-def _pipeline_batches(index_matrix, input_context):
-    """Per-replica index batches for this input pipeline.
-
-    `index_matrix` is `(steps, global_batch)`: row s holds the examples of global
-    step s. Each pipeline (worker) takes its own contiguous columns and cuts them
-    into one batch per local replica, so every topology sees the same global
-    batches, and each example once per epoch across the cluster.
-    """
-    steps, global_batch = index_matrix.shape
-    per_pipeline = global_batch // input_context.num_input_pipelines
-    per_replica = input_context.get_per_replica_batch_size(global_batch)
-    start = input_context.input_pipeline_id * per_pipeline
-    mine = index_matrix[:, start : start + per_pipeline]
-    return tf.reshape(mine, (-1, per_replica))  # (steps * local_replicas, per_replica)
 
 
 def scale(images):
@@ -219,107 +203,13 @@ def scale(images):
 
 def host_variables(*arrays):
     """Each array as a non-trainable `tf.Variable` in this process's host memory, for
-    pipelines to gather batches from.
+    the compiled steps to gather batches from (`feeds`).
 
-    A variable is captured by reference: the pipelines' graphs hold its handle, not its
-    contents, so the set is copied once per `fit` (not into every pipeline built) and
-    may exceed the 2 GB limit of a graph constant (docs/design.md, "Input pipelines").
-    Gathering in the graph keeps Python out of the input pipeline (a
-    `tf.numpy_function` would take the interpreter lock for each batch).
+    A variable is captured by reference: the compiled functions hold its handle, not its
+    contents, so the set is copied once per `fit` and may exceed the 2 GB limit of a
+    graph constant (docs/design.md, "Input pipelines"). Gathering in the graph keeps
+    Python out of the input path (a `tf.numpy_function` would take the interpreter lock
+    for each batch).
     """
     with tf.device("/cpu:0"):
         return [tf.Variable(array, trainable=False) for array in arrays]
-
-
-def train_dataset_fn(
-    images,
-    labels,
-    global_batch_size,
-    seed,
-    start_epoch,
-    num_epochs,
-    skip_steps=0,
-    preprocess=scale,
-    augment=None,
-):
-    """A `dataset_fn` for `strategy.distribute_datasets_from_function`: training batches.
-
-    Every epoch reshuffles the examples (not the batches) with a permutation
-    derived from `(seed, epoch)`, so any epoch's order can be reproduced (for a
-    resumed run) without replaying earlier ones. The last partial batch of an
-    epoch is dropped so that every step has the same shape on every replica;
-    the reshuffle makes each epoch drop different examples. `skip_steps` skips
-    the first steps of `start_epoch`, to resume mid-epoch. The arrays stay in host
-    memory (`host_variables`); `augment` (an `augment.Augmentation`, or `None`) transforms
-    each image batch with its examples' draws of the epoch, then `preprocess` is applied
-    (`scale`: uint8 to float32 in [0, 1]; `None`: the images as they are).
-
-    Yields `(images (b, H, W) or (b, H, W, C), labels (b,))` per replica, epochs
-    back to back.
-    """
-    steps = len(images) // global_batch_size
-    count = len(images)
-    images, labels = host_variables(np.asarray(images), np.asarray(labels))
-    preprocess = preprocess or (lambda x: x)
-
-    def dataset_fn(input_context):
-        def epoch_batches(epoch):
-            order = tf.random.experimental.stateless_shuffle(
-                tf.range(count), seed=tf.stack([tf.cast(seed, tf.int64), epoch])
-            )
-            order = tf.reshape(order[: steps * global_batch_size], (steps, global_batch_size))
-            rows = _pipeline_batches(order, input_context)
-            if not augment:
-                return tf.data.Dataset.from_tensor_slices(rows)
-            draws = augment.epoch_draws(seed, epoch, count)
-            return tf.data.Dataset.from_tensor_slices((rows, tf.gather(draws, rows)))
-
-        def batch(index, draws=None):
-            x, y = tf.gather(images, index), tf.gather(labels, index)
-            return preprocess(augment(x, draws) if augment else x), y
-
-        return (
-            tf.data.Dataset.range(start_epoch, start_epoch + num_epochs)
-            .flat_map(epoch_batches)
-            .skip(skip_steps * local_replicas(input_context))
-            .map(batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-            .prefetch(tf.data.AUTOTUNE)
-        )
-
-    return dataset_fn
-
-
-def eval_dataset_fn(images, labels, global_batch_size, preprocess=scale):
-    """A `dataset_fn` for evaluation: every example exactly once, in order.
-
-    The split is padded to whole global batches with copies of its last example
-    weighted 0 (indices only: nothing is copied), so all replicas run full batches
-    and sums over weights give exact totals.
-
-    Yields `(images, labels, weights float32 (b,))` per replica.
-    """
-    count = len(images)
-    steps = -(-count // global_batch_size)
-    images, labels = host_variables(np.asarray(images), np.asarray(labels))
-    preprocess = preprocess or (lambda x: x)
-
-    def dataset_fn(input_context):
-        def batch(index):
-            rows = tf.minimum(index, count - 1)
-            x, y = tf.gather(images, rows), tf.gather(labels, rows)
-            return preprocess(x), y, tf.cast(index < count, tf.float32)
-
-        def step_batches(step):  # indices made per step: no index table in the graph
-            row = tf.range(global_batch_size, dtype=tf.int64) + step * global_batch_size
-            return tf.data.Dataset.from_tensor_slices(_pipeline_batches(row[None], input_context))
-
-        batches = steps * local_replicas(input_context)
-        return (
-            tf.data.Dataset.range(steps)
-            .flat_map(step_batches)
-            .map(batch)
-            .prefetch(tf.data.AUTOTUNE)
-            .apply(tf.data.experimental.assert_cardinality(batches))
-        )
-
-    return dataset_fn

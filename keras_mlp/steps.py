@@ -65,13 +65,15 @@ def means(sums):
 class CompiledSteps:
     """The compiled training chunk and evaluation pass, built in one place.
 
-    `train_steps(iterator, num_steps)` is the compiled chunk: `num_steps` times
-    `strategy.run(train_step, ...)`. `train_step(images, labels)` is one replica's
-    training step (loss, penalty and loss scaling, gradients, update, running totals),
-    as a Python function: what TensorBoard's Graphs tab traces (`step_graph`).
+    `train_steps(chunk_args, num_steps)` is the compiled chunk: `num_steps` times
+    `strategy.run(train_step, ...)` on the batches of `train_feed` (a `feeds` feed;
+    `chunk_args` is its `chunk_args(epoch, step)`). `train_step(images, labels)` is one
+    replica's training step (loss, penalty and loss scaling, gradients, update, running
+    totals), as a Python function: what TensorBoard's Graphs tab traces (`step_graph`).
+    `evaluate()` runs one pass of `validation_feed` (or none).
     """
 
-    def __init__(self, model, strategy, global_batch):
+    def __init__(self, model, strategy, global_batch, train_feed, validation_feed=None):
         with strategy.scope():
             self.train_totals, self.val_totals = _Totals(), _Totals()
         optimizer = model.optimizer
@@ -104,36 +106,44 @@ class CompiledSteps:
             per_example, logits = compute_loss(model, images, labels, training=False)
             self.val_totals.add(per_example, logits, labels, weights)
 
-        @tf.function
-        def train_steps(iterator, num_steps):
-            for _ in tf.range(num_steps):
-                strategy.run(train_step, args=next(iterator))
+        self.train_step, self.validation_feed = train_step, validation_feed
+        self.train_steps = _compiled_chunk(strategy, train_feed, train_step)
+        if validation_feed is not None:
+            self._evaluate = _compiled_chunk(strategy, validation_feed, eval_step)
 
-        @tf.function
-        def evaluate(iterator, num_steps):
-            for _ in tf.range(num_steps):
-                strategy.run(eval_step, args=next(iterator))
-
-        self.train_step, self.train_steps, self._evaluate = train_step, train_steps, evaluate
-
-    def evaluate(self, validation):
-        """`{"val_loss", "val_accuracy"}`, exact over the whole split (NaN without one).
-
-        `validation` is `(iterator, steps)`: an iterator over validation passes back to
-        back, and the steps of one pass (`Trainer._validation`), or `None`."""
-        if validation is None:
+    def evaluate(self):
+        """`{"val_loss", "val_accuracy"}`, exact over the whole split (NaN without one)."""
+        if self.validation_feed is None:
             return {"val_loss": float("nan"), "val_accuracy": float("nan")}
         self.val_totals.reset()
-        iterator, steps = validation
-        self._evaluate(iterator, tf.constant(steps))
+        feed = self.validation_feed
+        self._evaluate(feed.chunk_args(), tf.constant(feed.steps))
         return {f"val_{key}": value for key, value in means(self.val_totals.sums()).items()}
 
     def tracing_counts(self):
         """How often each tf.function was traced: 1 each, or something retraces per call."""
         return {
             "train_steps": self.train_steps.experimental_get_tracing_count(),
-            "evaluate": self._evaluate.experimental_get_tracing_count(),
+            "evaluate": self._evaluate.experimental_get_tracing_count()
+            if self.validation_feed is not None
+            else 0,
         }
+
+
+def _compiled_chunk(strategy, feed, replica_step):
+    """`chunk(chunk_args, num_steps)`, compiled: `num_steps` steps of `replica_step` on
+    every replica, each on its part of the next batch of `feed`."""
+
+    def on_replica(*args):
+        replica_step(*feed.replica_batch(*args))
+
+    @tf.function
+    def chunk(chunk_args, num_steps):
+        step_args = feed.start(chunk_args)
+        for i in tf.range(num_steps):
+            strategy.run(on_replica, args=step_args(i))
+
+    return chunk
 
 
 def _skip_together(optimizer, grads):

@@ -18,7 +18,6 @@ import numpy as np
 import tensorflow as tf
 
 from keras_mlp import callbacks as callbacks_lib
-from keras_mlp import data as data_lib
 from keras_mlp import inputs as inputs_lib
 from keras_mlp.checks import check_accepted
 from keras_mlp.distribute import from_every_worker
@@ -185,8 +184,8 @@ class Trainer:
             for epoch in range(state.epochs_done, self.epochs):
                 callbacks.on_epoch_begin(epoch)
                 start = time.perf_counter()
-                logs, steps_run = self._train_epoch(steps, run.train, state, callbacks, done)
-                logs.update(steps.evaluate(run.validation))
+                logs, steps_run = self._train_epoch(steps, run.train, state, callbacks, epoch, done)
+                logs.update(steps.evaluate())
                 logs.update(self._epoch_figures(model, time.perf_counter() - start, steps_run))
                 state.end_epoch(logs)
                 callbacks.on_epoch_end(epoch, logs)
@@ -217,7 +216,7 @@ class Trainer:
         state = TrainState()
         checkpoints, resumed = self._restore(model, state)
         done = state.steps_into_epoch
-        train, validation = self._datasets(train_input, validation_input, state.epochs_done, done)
+        train, validation = self._feeds(train_input, validation_input, state.epochs_done, done)
         _check_steps(train_input, self.batch_size)  # a dataset_fn's length is known now
         steps_per_epoch = train_input.steps_per_epoch(self.batch_size)
         if resumed and self.verbose:
@@ -225,7 +224,7 @@ class Trainer:
             print(f"resuming from {resumed}: {where}")
         if self.model_dir and self.strategy.extended.should_checkpoint:  # the chief's folder
             tf.io.gfile.makedirs(self.model_dir)  # exists before a callback opens a file there
-        steps = CompiledSteps(model, self.strategy, self.batch_size)
+        steps = CompiledSteps(model, self.strategy, self.batch_size, train, validation)
         return types.SimpleNamespace(
             callbacks=self._callback_list(
                 model, checkpoints, state, resumed, steps_per_epoch, steps.train_step
@@ -235,11 +234,10 @@ class Trainer:
             checkpoints=checkpoints,
             resumed=bool(resumed),
             train=train,
-            validation=validation,
             exact_resume=train_input.exact_resume,
         )
 
-    def _train_epoch(self, steps, iterator, state, callbacks, done):
+    def _train_epoch(self, steps, feed, state, callbacks, epoch, done):
         """Trains from step `done` to the end of the epoch (or a callback's stop) in
         compiled chunks; returns the epoch's training `loss` and `accuracy`, and the
         number of steps run."""
@@ -252,7 +250,7 @@ class Trainer:
             callbacks.on_train_batch_begin(done, logs)
             # A profiler step marker (a no-op unless profiling), numbered from 1.
             with tf.profiler.experimental.Trace("train", step_num=logs["step"] + 1, _r=1):
-                steps.train_steps(iterator, tf.constant(chunk))
+                steps.train_steps(feed.chunk_args(epoch, done), tf.constant(chunk))
             done += chunk
             sums = offset + steps.train_totals.sums()
             state.step.assign_add(chunk)
@@ -363,34 +361,15 @@ class Trainer:
         )
         return callbacks
 
-    def _datasets(self, train, validation, epoch, done):
-        """A training iterator from step `done` of `epoch` to the end, and the
-        validation passes (`_validation`; `None` without validation data)."""
-        train_fn = train.train_fn(
-            self.batch_size, self.seed, epoch, self.epochs - epoch, skip_steps=done
+    def _feeds(self, train, validation, epoch, done):
+        """The training feed from step `done` of `epoch` to the end, and the validation
+        feed (`None` without validation data): `feeds`."""
+        train_feed = train.train_feed(
+            self.strategy, self.batch_size, self.seed, epoch, self.epochs - epoch, done
         )
-        iterator = iter(self.strategy.distribute_datasets_from_function(train_fn))
-        return iterator, None if validation is None else self._validation(validation)
-
-    def _validation(self, validation):
-        """`(iterator, steps)`: one iterator over the validation passes back to back (each
-        pipeline repeated), and the steps of one pass. Starting a new iterator every
-        epoch costs more than the chapter's whole pass over the 10,000 test images
-        (about 25 ms against 4 on the development machine)."""
-        eval_fn, steps = validation.eval_fn(self.batch_size), []
-
-        def dataset_fn(input_context):
-            dataset = eval_fn(input_context)
-            batches = int(dataset.cardinality())
-            if batches < 0:
-                raise UserError(
-                    "the validation dataset_fn must return a finite dataset of known length"
-                )
-            steps.append(batches // data_lib.local_replicas(input_context))
-            return dataset.repeat()
-
-        iterator = iter(self.strategy.distribute_datasets_from_function(dataset_fn))
-        return iterator, steps[0]
+        if validation is None:
+            return train_feed, None
+        return train_feed, validation.eval_feed(self.strategy, self.batch_size)
 
 
 def _check_steps(train, batch_size):

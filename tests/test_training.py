@@ -17,6 +17,7 @@ from keras_mlp.config import RunConfig
 from keras_mlp.data import load_dataset
 from keras_mlp.distribute import get_strategy
 from keras_mlp.errors import TrainingDiverged, UserError
+from keras_mlp.feeds import IteratorFeed
 from keras_mlp.models import build_model
 from keras_mlp.optimizers import build_optimizer
 from keras_mlp.run import train
@@ -322,27 +323,28 @@ class TrainerTest(tf.test.TestCase, parameterized.TestCase):
             model.optimizer = build_optimizer(
                 model, lr_schedule="cosine", steps_per_epoch=10, epochs=10, strategy=strategy
             )
-            steps = training.CompiledSteps(model, strategy, global_batch=8)
         finally:
             keras.mixed_precision.set_global_policy("float32")
         fine, huge = np.ones((4, 4), np.float32), np.full((4, 4), 6e4, np.float32)  # float16 max
         labels = np.zeros((4,), np.int32)
+        # One batch per replica and step, replica 0 first: replica 1's first batch overflows.
+        batches = tf.data.Dataset.from_tensor_slices(([fine, huge, fine, fine], [labels] * 4))
+        feed = IteratorFeed(strategy, lambda _: batches)
+        with strategy.scope():
+            steps = training.CompiledSteps(model, strategy, 8, feed)
 
-        def step(replica_images):  # one batch per replica, replica 0 first
-            batches = tf.data.Dataset.from_tensor_slices((replica_images, [labels, labels]))
-            steps.train_steps(
-                iter(strategy.distribute_datasets_from_function(lambda _: batches)), 1
-            )
+        def step():
+            steps.train_steps(feed.chunk_args(), 1)
 
         before, scale = model.get_weights(), float(model.optimizer.dynamic_scale.numpy())
         first_rate = float(model.optimizer.learning_rate)
-        step(np.stack([fine, huge]))  # replica 1's loss and gradients overflow float16
+        step()  # replica 1's loss and gradients overflow float16
         for w, b in zip(model.get_weights(), before, strict=True):
             self.assertAllEqual(w, b)  # skipped on both replicas: no inf was applied
         self.assertEqual(float(model.optimizer.dynamic_scale.numpy()), scale / 2)
         self.assertEqual(int(model.optimizer.iterations.numpy()), 0)
         self.assertEqual(float(model.optimizer.learning_rate), first_rate)
-        step(np.stack([fine, fine]))
+        step()  # both finite
         self.assertEqual(int(model.optimizer.iterations.numpy()), 1)
         self.assertNotAllClose(model.get_weights()[0], before[0])
         self.assertLess(float(model.optimizer.learning_rate), first_rate)  # the schedule moved

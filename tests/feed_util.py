@@ -1,0 +1,21 @@
+"""Reading a feed's batches back, as the compiled chunk takes them (`keras_mlp.feeds`)."""
+
+import tensorflow as tf
+
+
+def feed_batches(feed, chunk_args, num_steps, strategy=None):
+    """The batches of `num_steps` steps of `feed` from `chunk_args`, run through
+    `strategy.run` (default: the default strategy): one list per step, of one tuple of
+    NumPy arrays per replica (replica 0 first)."""
+    strategy = strategy or tf.distribute.get_strategy()
+
+    @tf.function
+    def chunk(args):
+        step_args = feed.start(args)
+        return [strategy.run(feed.replica_batch, args=step_args(i)) for i in range(num_steps)]
+
+    steps = []
+    for batch in chunk(chunk_args):
+        per_replica = zip(*(strategy.experimental_local_results(t) for t in batch), strict=True)
+        steps.append([tuple(t.numpy() for t in replica) for replica in per_replica])
+    return steps
