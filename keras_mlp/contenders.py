@@ -2,7 +2,10 @@
 batch 256, a fresh shuffle each epoch, full batches only, then accuracy on the whole
 validation split) written each contender's way, and timed per epoch.
 
-- `ours`: this package's `Trainer`, as `keras-mlp-train` runs it.
+- `ours`: this package's `Trainer`, as `keras-mlp-train` runs it (arrays: each
+  compiled chunk gathers its batches itself, `keras_mlp.feeds`).
+- `ours_tf_data`: the same `Trainer` fed the same examples as a user's `tf.data.Dataset`
+  (`from_tensor_slices`, reshuffled each pass): a `tf.data` iterator per step.
 - `keras_fit`: `model.compile()` + `model.fit()` with Keras' defaults
   (`steps_per_execution=1`, `jit_compile="auto"`).
 - `keras_fit_spe`, `keras_fit_xla`: `fit` at its best on a CPU: as many steps per
@@ -32,7 +35,7 @@ KERAS_FIT = {
     "keras_fit_spe": {"steps_per_execution": 50, "jit_compile": False},
     "keras_fit_xla": {"steps_per_execution": 50, "jit_compile": True},
 }
-CONTENDERS = ("ours", *KERAS_FIT, "tf_loop", "torch")
+CONTENDERS = ("ours", "ours_tf_data", *KERAS_FIT, "tf_loop", "torch")
 # Contenders whose step does not depend on the package's model (they write the MLP out).
 MODEL_FREE = ("tf_loop", "torch")
 
@@ -49,12 +52,32 @@ def trained_examples(count):
 def time_ours(model_name, data, epochs, hidden_units=(HIDDEN,), batch_size=BATCH_SIZE, **kwargs):
     """Per-epoch seconds (train + validation) of our `Trainer`, and the last
     validation accuracy."""
+    return _time_trainer(model_name, data, epochs, (data,), hidden_units, batch_size, **kwargs)
+
+
+def _examples(images, labels):
+    shape = images.shape[1:]
+    return tf.data.Dataset.from_tensor_slices((_scaled(images).reshape(-1, *shape), labels))
+
+
+def time_ours_tf_data(model_name, data, epochs):
+    """`time_ours` with the data given as `tf.data.Dataset`s of examples, the training
+    one reshuffled each pass (from a seed, as a cluster needs)."""
+    train = _examples(data.train_images, data.train_labels)
+    train = train.shuffle(len(data.train_images), seed=0, reshuffle_each_iteration=True)
+    validation = _examples(data.val_images, data.val_labels)
+    return _time_trainer(model_name, data, epochs, (train, validation))
+
+
+def _time_trainer(
+    model_name, data, epochs, fit_data, hidden_units=(HIDDEN,), batch_size=BATCH_SIZE, **kwargs
+):
     trainer = Trainer(epochs=epochs, batch_size=batch_size, verbose=False, **kwargs)
     with trainer.strategy.scope():
         model = build_model(
             model_name, data.input_shape, data.num_classes, hidden_units=hidden_units
         )
-    history = trainer.fit(model, data)
+    history = trainer.fit(model, *fit_data)
     return history["epoch_seconds"], history["val_accuracy"][-1]
 
 
@@ -153,6 +176,8 @@ def time_contender(contender, model_name, data, epochs):
     """`(per-epoch seconds, last validation accuracy)` of `contender` on `model_name`."""
     if contender == "ours":
         return time_ours(model_name, data, epochs)
+    if contender == "ours_tf_data":
+        return time_ours_tf_data(model_name, data, epochs)
     if contender in KERAS_FIT:
         return time_keras_fit(model_name, data, epochs, **KERAS_FIT[contender])
     return time_tf_loop(data, epochs)
