@@ -10,7 +10,8 @@
   from a distributed iterator, `next()` once per step.
 
 A feed answers three questions. `chunk_args(epoch, step)`: the compiled chunk's first
-argument, for a chunk that starts at step `step` of epoch `epoch` (from 0). `start(args)`,
+argument, for a chunk that starts at step `step` of epoch `epoch` (from 0; made outside
+the chunk, so that what serves a whole epoch is made once). `start(args)`,
 inside the chunk: a function of the chunk's step index `i` giving `strategy.run`'s
 arguments for that step. `replica_batch(*those)`, inside each replica: its `(images,
 labels)` for training, `(images, labels, weights)` for evaluation.
@@ -60,20 +61,27 @@ class ShuffledArrays:
         self.images, self.labels = data_lib.host_variables(np.asarray(images), np.asarray(labels))
         self.preprocess = preprocess or (lambda x: x)
         self.augment = augment or None
+        self._epoch, self._order, self._draws = None, None, None
 
     def chunk_args(self, epoch=0, step=0):
-        return tf.constant([epoch, step], tf.int64)
+        """`(order, step, draws)`: the epoch's order (`epoch_order`, made once per epoch,
+        not in every chunk) and its augmentation draws (`None` without)."""
+        if self._epoch != epoch:
+            self._epoch = epoch
+            with tf.device("/cpu:0"):  # beside the data (`host_variables`)
+                self._order = epoch_order(
+                    self.seed, epoch, self.count, self.steps, self.global_batch
+                )
+                if self.augment:
+                    self._draws = self.augment.epoch_draws(self.seed, epoch, self.count)
+        return self._order, tf.constant(step, tf.int64), self._draws
 
-    def start(self, position):
-        epoch, first = position[0], position[1]
-        order = epoch_order(self.seed, epoch, self.count, self.steps, self.global_batch)
-        if not self.augment:
-            return lambda i: (order[first + tf.cast(i, tf.int64)],)
-        draws = self.augment.epoch_draws(self.seed, epoch, self.count)
+    def start(self, args):
+        order, first, draws = args
 
         def step_args(i):
             rows = order[first + tf.cast(i, tf.int64)]
-            return rows, tf.gather(draws, rows)
+            return (rows,) if draws is None else (rows, tf.gather(draws, rows))
 
         return step_args
 
