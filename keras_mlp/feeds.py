@@ -9,7 +9,9 @@
 - `IteratorFeed` (a `tf.data.Dataset` or a user's `dataset_fn`): per-replica batches
   from a distributed iterator, `next()` once per step.
 
-A feed answers three questions. `chunk_args(epoch, step)`: the compiled chunk's first
+A feed answers three questions (and `close()` lets go of its data or iterator: `fit`
+calls it on every exit, so that a 2 GB set or a cluster's iterator is released when
+`fit` returns, not whenever the garbage collector reaches the compiled functions). `chunk_args(epoch, step)`: the compiled chunk's first
 argument, for a chunk that starts at step `step` of epoch `epoch` (from 0; made outside
 the chunk, so that what serves a whole epoch is made once). `start(args)`,
 inside the chunk: a function of the chunk's step index `i` giving `strategy.run`'s
@@ -85,6 +87,10 @@ class ShuffledArrays:
 
         return step_args
 
+    def close(self):
+        self.images = self.labels = self._order = self._draws = None
+        self._epoch = None
+
     def replica_batch(self, rows, draws=None):
         rows = replica_part(rows)
         images = tf.gather(self.images, rows)
@@ -111,6 +117,9 @@ class OrderedArrays:
         batch = tf.range(self.global_batch, dtype=tf.int64)
         return lambda i: (batch + (first + tf.cast(i, tf.int64)) * self.global_batch,)
 
+    def close(self):
+        self.images = self.labels = None
+
     def replica_batch(self, rows):
         rows = replica_part(rows)
         kept = tf.minimum(rows, self.count - 1)
@@ -132,6 +141,9 @@ class IteratorFeed:
 
     def start(self, iterator):
         return lambda i: next(iterator)
+
+    def close(self):
+        self.iterator = None
 
     def replica_batch(self, *batch):
         return batch

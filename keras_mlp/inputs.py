@@ -139,8 +139,8 @@ class ExampleInput:
             return (
                 padded.batch(batch_size, drop_remainder=True)
                 .flat_map(_replica_batches(input_context, batch_size))
-                .repeat()  # passes back to back (`validation_passes`)
                 .prefetch(tf.data.AUTOTUNE)
+                .repeat()  # passes back to back; see `FunctionInput.eval_feed`
             )
 
         return feeds.IteratorFeed(strategy, dataset_fn, steps)

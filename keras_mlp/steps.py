@@ -106,7 +106,11 @@ class CompiledSteps:
             per_example, logits = compute_loss(model, images, labels, training=False)
             self.val_totals.add(per_example, logits, labels, weights)
 
-        self.train_step, self.validation_feed = train_step, validation_feed
+        self.train_step, self.train_feed, self.validation_feed = (
+            train_step,
+            train_feed,
+            validation_feed,
+        )
         self.train_steps = _compiled_chunk(strategy, train_feed, train_step)
         if validation_feed is not None:
             self._evaluate = _compiled_chunk(strategy, validation_feed, eval_step)
@@ -119,6 +123,12 @@ class CompiledSteps:
         feed = self.validation_feed
         self._evaluate(feed.chunk_args(), tf.constant(feed.steps))
         return {f"val_{key}": value for key, value in means(self.val_totals.sums()).items()}
+
+    def close(self):
+        """Lets go of the feeds' data and iterators (`feeds`)."""
+        for feed in (self.train_feed, self.validation_feed):
+            if feed is not None:
+                feed.close()
 
     def tracing_counts(self):
         """How often each tf.function was traced: 1 each, or something retraces per call."""

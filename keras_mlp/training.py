@@ -205,6 +205,7 @@ class Trainer:
                 close = getattr(callback, "close", None)
                 if callable(close):
                     close()
+            steps.close()
         self.tracing_counts = steps.tracing_counts()
         return state.history
 
