@@ -5,7 +5,8 @@ Modules, smallest first: names (accepted names, no heavy imports), checks (each
 argument check, written once), layers
 (hand-written ReLU, ScratchDense, Dropout, L2Penalty), models (MLPScratch,
 concise_mlp), idx (the IDX file format), sources (where named datasets come
-from: keras cache, downloads, tfds), data (Dataset, load_dataset, pipelines),
+from: keras cache, downloads, tfds), data (Dataset, load_dataset, host copies),
+feeds (how a compiled chunk gets its batches), inputs (what fit takes),
 distribute (strategies), signals (SIGINT/SIGTERM held for a block), schedules
 (learning rates), callbacks (checkpoints, guard, signal stop, progress),
 summaries (the TensorBoard callback), diagnostics (its histograms and

@@ -3,7 +3,7 @@
 The draws are per example and stateless: each epoch draws three uniforms per training
 example from `(seed, epoch)`, and a batch takes the rows of its examples. So an
 augmented run resumes exactly (mid-epoch included) and is the same on every replica
-topology, like the batches themselves (`data.train_dataset_fn`). Validation and test
+topology, like the batches themselves (`feeds.ShuffledArrays`). Validation and test
 images are never augmented.
 """
 

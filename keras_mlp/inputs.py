@@ -4,8 +4,9 @@ The contract is sparse-label classification: examples are `(x, y)` with `x` what
 model takes and `y` an integer class index (the model outputs logits). Accepted:
 
 - this package's `data.Dataset` (its uint8 images scaled to [0, 1]), or NumPy arrays
-  `(x, y)` (given to the model as they are): the package's pipeline, a fresh shuffle
-  each epoch derived from the seed and the epoch, so a resume is exact mid-epoch;
+  `(x, y)` (given to the model as they are): gathered by the compiled steps themselves
+  (`feeds`), a fresh shuffle each epoch derived from the seed and the epoch, so a resume
+  is exact mid-epoch;
 - a `tf.data.Dataset` of single `(x, y)` examples, finite and of known cardinality (a
   `tensorflow_datasets` split is): the trainer batches it (global batches of
   `batch_size`, the last partial one dropped in training) and splits each batch over
@@ -59,8 +60,8 @@ class ArrayInput:
 
 def _replica_batches(input_context, global_batch):
     """A function from one global batch to this pipeline's per-replica batches (its
-    contiguous part, cut in one batch per local replica), as the package's pipeline
-    splits them: every topology trains on the same global batches."""
+    contiguous part, cut in one batch per local replica), as `feeds.replica_part` splits
+    arrays' batches: every topology trains on the same global batches."""
     per_pipeline = global_batch // input_context.num_input_pipelines
     per_replica = input_context.get_per_replica_batch_size(global_batch)
     start = input_context.input_pipeline_id * per_pipeline
