@@ -9,14 +9,15 @@
 - `IteratorFeed` (a `tf.data.Dataset` or a user's `dataset_fn`): per-replica batches
   from a distributed iterator, `next()` once per step.
 
-A feed answers three questions (and `close()` lets go of its data or iterator: `fit`
-calls it on every exit, so that a 2 GB set or a cluster's iterator is released when
-`fit` returns, not whenever the garbage collector reaches the compiled functions). `chunk_args(epoch, step)`: the compiled chunk's first
+A feed answers three questions. `chunk_args(epoch, step)`: the compiled chunk's first
 argument, for a chunk that starts at step `step` of epoch `epoch` (from 0; made outside
-the chunk, so that what serves a whole epoch is made once). `start(args)`,
-inside the chunk: a function of the chunk's step index `i` giving `strategy.run`'s
-arguments for that step. `replica_batch(*those)`, inside each replica: its `(images,
-labels)` for training, `(images, labels, weights)` for evaluation.
+the chunk, so that what serves a whole epoch is made once). `start(args)`, inside the
+chunk: a function of the chunk's step index `i` giving `strategy.run`'s arguments for
+that step. `replica_batch(*those)`, inside each replica: its `(images, labels)` for
+training, `(images, labels, weights)` for evaluation. And `close()` lets go of its data
+or iterator: `fit` calls it on every exit, so that a 2 GB set or a cluster's iterator is
+released when `fit` returns, not whenever the garbage collector reaches the compiled
+functions.
 
 Every topology trains on the same global batches: replica r of R (in a cluster, each
 worker's replicas after those of the workers before it) takes the r-th contiguous
@@ -88,8 +89,7 @@ class ShuffledArrays:
         return step_args
 
     def close(self):
-        self.images = self.labels = self._order = self._draws = None
-        self._epoch = None
+        self.images = self.labels = self._epoch = self._order = self._draws = None
 
     def replica_batch(self, rows, draws=None):
         rows = replica_part(rows)

@@ -106,11 +106,8 @@ class CompiledSteps:
             per_example, logits = compute_loss(model, images, labels, training=False)
             self.val_totals.add(per_example, logits, labels, weights)
 
-        self.train_step, self.train_feed, self.validation_feed = (
-            train_step,
-            train_feed,
-            validation_feed,
-        )
+        self.train_step = train_step
+        self.train_feed, self.validation_feed = train_feed, validation_feed
         self.train_steps = _compiled_chunk(strategy, train_feed, train_step)
         if validation_feed is not None:
             self._evaluate = _compiled_chunk(strategy, validation_feed, eval_step)

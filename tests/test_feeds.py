@@ -3,7 +3,7 @@ through real strategies (the default one and MirroredStrategy over two CPUs)."""
 
 import numpy as np
 import tensorflow as tf
-from feed_util import feed_batches
+from feed_util import feed_batches, feed_chunk
 
 from keras_mlp import data as data_lib
 from keras_mlp import feeds
@@ -78,12 +78,7 @@ class ArrayFeedTest(tf.test.TestCase):
         captured variable is a handle and counts nothing."""
 
         def graph_bytes(feed):
-            concrete = tf.function(
-                lambda args: [
-                    tf.distribute.get_strategy().run(feed.replica_batch, args=feed.start(args)(i))
-                    for i in range(2)
-                ]
-            ).get_concrete_function(feed.chunk_args())
+            concrete = feed_chunk(feed, 2).get_concrete_function(feed.chunk_args())
             by_value = sum(
                 int(np.prod(t.shape)) * t.dtype.size
                 for t in concrete.captured_inputs
