@@ -21,10 +21,14 @@ from keras_mlp.names import ACTIVATIONS
 
 @keras.saving.register_keras_serializable(package="keras_mlp")
 def relu(x):
-    """Rectified linear unit written by hand: `max(x, 0)` elementwise.
+    """Rectified linear unit written by hand: `max(x, 0)` elementwise, and its
+    derivative written out too: 1 where `x > 0`, else 0 (0 at exactly 0, as in
+    `tf.nn.relu`; differentiating `ops.maximum` would pass the gradient on the tie).
 
-    Written as "x where x > 0, else 0" so that the gradient at exactly 0 is 0,
-    as in `tf.nn.relu` (`ops.maximum` would pass the gradient to `x` on the tie).
+    Why the derivative is given rather than derived: automatic differentiation of
+    `maximum` (or of `where`) builds a select and a tensor of zeros per call, which made
+    the scratch model's epoch about 7-10% slower than the concise model's fused `relu`
+    (README, "Performance"); one mask multiply is what `tf.nn.relu`'s own gradient does.
 
     Args:
         x: A tensor.
@@ -32,7 +36,17 @@ def relu(x):
     Returns:
         A tensor of the same shape and dtype as `x`.
     """
-    return ops.where(x > 0, x, ops.zeros_like(x))
+    return _relu_with_derivative(x)
+
+
+@ops.custom_gradient
+def _relu_with_derivative(x):
+    def derivative(*args, upstream=None):
+        if upstream is None:  # the TensorFlow and JAX backends pass it positionally
+            (upstream,) = args
+        return upstream * ops.cast(x > 0, upstream.dtype)
+
+    return ops.maximum(x, 0.0), derivative
 
 
 @keras.saving.register_keras_serializable(package="keras_mlp")

@@ -21,6 +21,18 @@ class ReluTest(tf.test.TestCase):
         self.assertAllEqual(ours, reference)
         self.assertAllEqual(tape.gradient(ours, x), tape.gradient(reference, x))
 
+    def test_non_finite_and_half_precision_as_tf_relu(self):
+        # The derivative is written by hand (`relu`'s docstring): it must agree with
+        # tf.nn.relu's own gradient where that is least obvious, and keep the dtype.
+        for dtype in (tf.float32, tf.float16):
+            x = tf.constant([-np.inf, -2.0, -0.0, 0.0, 3.0, np.inf, np.nan], dtype)
+            with tf.GradientTape(persistent=True) as tape:
+                tape.watch(x)
+                ours, reference = relu(x), tf.nn.relu(x)
+            self.assertEqual(ours.dtype, dtype)
+            self.assertAllEqual(ours, reference)
+            self.assertAllEqual(tape.gradient(ours, x), tape.gradient(reference, x))
+
     def test_gradient_at_zero_is_zero(self):
         # The documented choice (as tf.nn.relu): a unit whose input is exactly 0 gets no gradient.
         x = tf.constant([-1.0, 0.0, 2.0])
