@@ -30,6 +30,7 @@ from keras_mlp.names import (
     MODELS,
     ONEDNN_SETTINGS,
     OPTIMIZERS,
+    STEPS_PER_EXECUTION,
     STRATEGIES,
 )
 
@@ -213,7 +214,10 @@ class RunConfig:
         compared=False,
     )
     steps_per_execution: int = setting(
-        50, "Training steps per tf.function call (fewer Python round trips).", compared=False
+        STEPS_PER_EXECUTION,
+        "Training steps per tf.function call (fewer Python round trips; a chunk of steps is "
+        "also how often the progress bar moves and Ctrl-C is answered).",
+        compared=False,
     )
     checkpoint_every_steps: int = setting(
         0,

@@ -27,13 +27,14 @@ import numpy as np
 import tensorflow as tf
 
 from keras_mlp.models import build_model
+from keras_mlp.names import STEPS_PER_EXECUTION
 from keras_mlp.torch_loop import BATCH_SIZE, HIDDEN, LEARNING_RATE  # once, TensorFlow-free
 from keras_mlp.training import Trainer
 
 KERAS_FIT = {
     "keras_fit": {},
-    "keras_fit_spe": {"steps_per_execution": 50, "jit_compile": False},
-    "keras_fit_xla": {"steps_per_execution": 50, "jit_compile": True},
+    "keras_fit_spe": {"steps_per_execution": STEPS_PER_EXECUTION, "jit_compile": False},
+    "keras_fit_xla": {"steps_per_execution": STEPS_PER_EXECUTION, "jit_compile": True},
 }
 CONTENDERS = ("ours", "ours_tf_data", *KERAS_FIT, "tf_loop", "torch")
 # Contenders whose step does not depend on the package's model (they write the MLP out).

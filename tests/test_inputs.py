@@ -134,7 +134,9 @@ class InputsTest(tf.test.TestCase):
             ("default", examples),
             ("mirrored", (val_x, val_y)),
         ]:
-            trainer, model, history = _fit(train, validation, strategy=strategy, epochs=3)
+            trainer, model, history = _fit(
+                train, validation, strategy=strategy, epochs=3, validation_batch_size=64
+            )
             logits = model.predict(val_x, verbose=0)
             accuracy = float(np.mean(np.argmax(logits, axis=-1) == val_y))
             loss = float(np.mean(keras.losses.sparse_categorical_crossentropy(val_y, logits, True)))

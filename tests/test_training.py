@@ -67,9 +67,14 @@ class TrainerTest(tf.test.TestCase, parameterized.TestCase):
         # Both models separate the 5 noisy prototypes after 2 epochs (chance: 0.2).
         self.assertGreaterEqual(history["val_accuracy"][-1], 0.99)
 
-    def test_validation_accuracy_is_exact_over_the_whole_split(self):
-        model, history = _train("default", epochs=1, batch_size=96)
-        data = load_dataset("synthetic")  # 500 validation examples: not a multiple of 96
+    @parameterized.parameters(None, 96, 1000)
+    def test_validation_accuracy_is_exact_over_the_whole_split(self, validation_batch_size):
+        # 500 validation examples: 2 batches of 384 (the default for batch 96), the last
+        # padded; 6 batches of 96; one batch of 1000, half padding.
+        model, history = _train(
+            "default", epochs=1, batch_size=96, validation_batch_size=validation_batch_size
+        )
+        data = load_dataset("synthetic")
         logits = model.predict(data.val_images.astype("float32") / 255.0, verbose=0)
         expected = np.mean(np.argmax(logits, axis=-1) == data.val_labels)
         self.assertAllClose(history["val_accuracy"][0], expected, atol=1e-6)
@@ -106,6 +111,13 @@ class TrainerTest(tf.test.TestCase, parameterized.TestCase):
                 )
             history = trainer.fit(model, data)
             self.assertTrue(np.isfinite(history["loss"][0]))
+
+    def test_default_validation_batch_reaches_1024_examples_within_4_batches(self):
+        self.assertEqual(Trainer(batch_size=256).validation_batch_size, 1024)
+        self.assertEqual(Trainer(batch_size=300).validation_batch_size, 1200)
+        self.assertEqual(Trainer(batch_size=32).validation_batch_size, 128)
+        self.assertEqual(Trainer(batch_size=2000).validation_batch_size, 2000)
+        self.assertEqual(Trainer(batch_size=32, validation_batch_size=50).validation_batch_size, 50)
 
     def test_each_tf_function_is_traced_once(self):
         data = load_dataset("synthetic")
@@ -205,6 +217,11 @@ class TrainerTest(tf.test.TestCase, parameterized.TestCase):
             model = build_model("concise", data.input_shape, data.num_classes)
         with self.assertRaisesRegex(
             UserError, "batch_size=33 must be divisible by the number of replicas"
+        ):
+            mirrored.fit(model, data)
+        mirrored.batch_size, mirrored.validation_batch_size = 32, 99
+        with self.assertRaisesRegex(
+            UserError, "validation_batch_size=99 must be divisible by the number of replicas"
         ):
             mirrored.fit(model, data)
         outside = build_model("concise", data.input_shape, data.num_classes)
