@@ -297,7 +297,11 @@ def define_flags(flag_values):
         "epochs", 4, "train: measured epochs per process, after one warm-up epoch.", **kw
     )
     flags.DEFINE_integer(
-        "rounds", 3, "train: rounds; each runs every contender once, in turn.", **kw
+        "rounds",
+        5,
+        "train, scaling: rounds; each runs every contender (scaling: both models at each "
+        "point) once, in turn. The figures are medians over the rounds.",
+        **kw,
     )
     flags.DEFINE_list(
         "models", ["concise", "scratch"], "train: the package's models to measure.", **kw
@@ -406,7 +410,9 @@ def _benchmark(fv, args):
             tuple(fv.contenders),
         )
     elif command == "scaling":
-        speed.run_scaling_benchmark(fv.output_dir, lists["widths"], lists["depths"], fv.steps)
+        speed.run_scaling_benchmark(
+            fv.output_dir, lists["widths"], lists["depths"], fv.steps, fv.rounds
+        )
     else:
         speed.run_matmul_benchmark(fv.output_dir, lists["sizes"], fv.bandwidth_mb)
     print(f"\nresults in {fv.output_dir}/{command}.json and {command}.png")

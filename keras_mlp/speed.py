@@ -72,8 +72,9 @@ def _save_figure(fig, path):
     save_figure(fig, path)
 
 
-def run_scaling_benchmark(output_dir, widths, depths, steps, batch_size=256):
-    """Exercise 6: scratch vs concise time per step across widths and depths."""
+def run_scaling_benchmark(output_dir, widths, depths, steps, rounds=5, batch_size=256):
+    """Exercise 6: scratch vs concise time per step across widths and depths, each
+    point measured `rounds` times, the two models in turn; medians over the rounds."""
     images, labels, val_images, val_labels = data_lib.synthetic_arrays(
         num_train=steps * batch_size, num_test=batch_size, image_shape=(28, 28), num_classes=10
     )
@@ -90,27 +91,37 @@ def run_scaling_benchmark(output_dir, widths, depths, steps, batch_size=256):
     configs = [("width", w, (w,)) for w in widths] + [("depth", d, (256,) * d) for d in depths]
     rows, records = [], []
     for kind, value, hidden in configs:
-        ms = {}
-        for model_name in ("concise", "scratch"):
-            seconds, _ = time_ours(
-                model_name, data, epochs=3, batch_size=batch_size, hidden_units=hidden
-            )
-            ms[model_name] = 1000 * steady(seconds) / steps
+        measured = {"concise": [], "scratch": []}
+        for _ in range(rounds):  # in turn, so that both models see the same machine
+            for model_name, ms in measured.items():
+                seconds, _ = time_ours(
+                    model_name, data, epochs=3, batch_size=batch_size, hidden_units=hidden
+                )
+                ms.append(1000 * steady(seconds) / steps)
+        ms = {name: float(np.median(values)) for name, values in measured.items()}
         ratio = ms["scratch"] / ms["concise"]
+        per_round = [s / c for c, s in zip(measured["concise"], measured["scratch"], strict=True)]
         records.append(
             {
                 "kind": kind,
                 "value": value,
                 "hidden_units": list(hidden),
+                "rounds": rounds,
+                "concise_ms_per_round": measured["concise"],
+                "scratch_ms_per_round": measured["scratch"],
                 "concise_ms_per_step": ms["concise"],
                 "scratch_ms_per_step": ms["scratch"],
                 "scratch_over_concise": ratio,
             }
         )
-        rows.append([kind, value, f"{ms['concise']:.2f}", f"{ms['scratch']:.2f}", f"{ratio:.2f}"])
+        spread = f"{min(per_round):.2f}-{max(per_round):.2f}"
+        rows.append(
+            [kind, value, f"{ms['concise']:.2f}", f"{ms['scratch']:.2f}", f"{ratio:.2f}", spread]
+        )
     print_table(
-        f"scaling: ms per training step (batch {batch_size}; depth uses width 256)",
-        ["varied", "value", "concise", "scratch", "scratch/concise"],
+        f"scaling: ms per training step (batch {batch_size}; depth uses width 256), the median "
+        f"over {rounds} rounds; scratch/concise of the medians, and its min-max over the rounds",
+        ["varied", "value", "concise", "scratch", "scratch/concise", "min-max"],
         rows,
     )
     write_json(Path(output_dir) / "scaling.json", {"results": records, "machine": machine()})

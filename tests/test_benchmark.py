@@ -365,10 +365,16 @@ def test_scaling_command_compares_scratch_with_concise(tmp_path):
         "--widths=8,16",
         "--depths=1,2",
         "--steps=2",
+        "--rounds=2",
         f"--output_dir={out}",
     )
     assert result.returncode == 0, result.stderr
     records = json.loads((out / "scaling.json").read_text())["results"]
+    for r in records:  # the two models in turn, twice; the medians of those
+        for model_name in ("concise", "scratch"):
+            measured = r[f"{model_name}_ms_per_round"]
+            assert len(measured) == r["rounds"] == 2
+            assert r[f"{model_name}_ms_per_step"] == pytest.approx(np.median(measured))
     assert [(r["kind"], r["value"], r["hidden_units"]) for r in records] == [
         ("width", 8, [8]),
         ("width", 16, [16]),
@@ -386,7 +392,10 @@ def test_scaling_command_compares_scratch_with_concise(tmp_path):
         assert r["scratch_over_concise"] == pytest.approx(
             r["scratch_ms_per_step"] / r["concise_ms_per_step"], rel=1e-12
         )
-        concise, scratch, ratio = map(float, row[2:])
+        concise, scratch, ratio = map(float, row[2:5])
+        low, high = map(float, row[5].split("-"))
+        per_round = np.divide(r["scratch_ms_per_round"], r["concise_ms_per_round"])
+        assert (low, high) == pytest.approx((min(per_round), max(per_round)), abs=0.005)
         assert concise == pytest.approx(r["concise_ms_per_step"], abs=0.005)
         assert scratch == pytest.approx(r["scratch_ms_per_step"], abs=0.005)
         assert ratio == pytest.approx(r["scratch_over_concise"], abs=0.005)
