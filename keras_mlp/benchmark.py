@@ -294,7 +294,11 @@ def define_flags(flag_values):
     )
     flags.DEFINE_string("data_dir", None, "train: the Fashion-MNIST IDX files.", **kw)
     flags.DEFINE_integer(
-        "epochs", 4, "train: measured epochs per process, after one warm-up epoch.", **kw
+        "epochs",
+        8,
+        "train: measured epochs per process, after one warm-up epoch; the process reports "
+        "their median (robust to a burst of load shorter than half of them).",
+        **kw,
     )
     flags.DEFINE_integer(
         "rounds",

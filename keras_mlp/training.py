@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from keras_mlp import callbacks as callbacks_lib
 from keras_mlp import inputs as inputs_lib
-from keras_mlp.checks import check_accepted
+from keras_mlp.checks import check_accepted, check_positive_int
 from keras_mlp.distribute import from_every_worker
 from keras_mlp.errors import TrainingInterrupted, UserError
 from keras_mlp.names import OPTIMIZERS, STEPS_PER_EXECUTION
@@ -122,9 +122,10 @@ class Trainer:
             check_accepted("optimizer", optimizer, OPTIMIZERS)  # now, not at fit
         self.epochs = epochs
         self.batch_size = batch_size
-        self.validation_batch_size = validation_batch_size or default_validation_batch_size(
-            batch_size
-        )
+        if validation_batch_size is None:
+            validation_batch_size = default_validation_batch_size(batch_size)
+        check_positive_int("validation_batch_size", validation_batch_size)
+        self.validation_batch_size = validation_batch_size
         self.optimizer = optimizer
         self.strategy = strategy or tf.distribute.get_strategy()
         self.model_dir = model_dir

@@ -118,6 +118,10 @@ class TrainerTest(tf.test.TestCase, parameterized.TestCase):
         self.assertEqual(Trainer(batch_size=32).validation_batch_size, 128)
         self.assertEqual(Trainer(batch_size=2000).validation_batch_size, 2000)
         self.assertEqual(Trainer(batch_size=32, validation_batch_size=50).validation_batch_size, 50)
+        with self.assertRaisesRegex(
+            UserError, "validation_batch_size=0 must be a positive integer"
+        ):
+            Trainer(validation_batch_size=0)
 
     def test_each_tf_function_is_traced_once(self):
         data = load_dataset("synthetic")
