@@ -172,6 +172,11 @@ class RunConfig:
         "Augment the training images: shift each by up to N pixels along each axis, drawn "
         "anew every epoch, the uncovered border zero (0: off).",
     )
+    random_erase: int = setting(
+        0,
+        "Augment the training images: with probability 1/2, zero a rectangle of 1..N by 1..N "
+        "pixels at a random place in each, drawn anew every epoch (random erasing; 0: off).",
+    )
     # Where and how the run goes.
     model_dir: str | None = setting(
         None,
@@ -295,6 +300,7 @@ class RunConfig:
             "warmup_epochs",
             "reduce_lr_on_plateau",
             "random_shift",
+            "random_erase",
         ):
             check_positive_int(name, getattr(self, name), zero_allowed=True)
         if not (isinstance(self.seed, int) and 0 <= self.seed <= MAX_SEED):

@@ -273,8 +273,8 @@ def train(config, *, callbacks=(), verbose=True, session_group=None):
 
 def fit_inputs(config, data):
     """`(data, validation_data)` for `Trainer.fit`: the `Dataset` as it is, or its training
-    split augmented as `config` asks (`--random_flip`, `--random_shift`)."""
-    augment = Augmentation(config.random_flip, config.random_shift)
+    split augmented as `config` asks (`--random_flip`, `--random_shift`, `--random_erase`)."""
+    augment = Augmentation(config.random_flip, config.random_shift, config.random_erase)
     if not augment:
         return data, None
     augment.check(data.input_shape)

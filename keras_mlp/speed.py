@@ -89,35 +89,22 @@ def run_scaling_benchmark(output_dir, widths, depths, steps, rounds=5, batch_siz
         "synthetic",
     )
     configs = [("width", w, (w,)) for w in widths] + [("depth", d, (256,) * d) for d in depths]
-    rows, records = [], []
-    for kind, value, hidden in configs:
-        measured = {"concise": [], "scratch": []}
-        for _ in range(rounds):  # in turn, so that both models see the same machine
-            for model_name, ms in measured.items():
-                seconds, _ = time_ours(
-                    model_name, data, epochs=3, batch_size=batch_size, hidden_units=hidden
-                )
-                ms.append(1000 * steady(seconds) / steps)
-        ms = {name: float(np.median(values)) for name, values in measured.items()}
-        ratio = ms["scratch"] / ms["concise"]
-        per_round = [s / c for c, s in zip(measured["concise"], measured["scratch"], strict=True)]
-        records.append(
-            {
-                "kind": kind,
-                "value": value,
-                "hidden_units": list(hidden),
-                "rounds": rounds,
-                "concise_ms_per_round": measured["concise"],
-                "scratch_ms_per_round": measured["scratch"],
-                "concise_ms_per_step": ms["concise"],
-                "scratch_ms_per_step": ms["scratch"],
-                "scratch_over_concise": ratio,
-            }
-        )
-        spread = f"{min(per_round):.2f}-{max(per_round):.2f}"
-        rows.append(
-            [kind, value, f"{ms['concise']:.2f}", f"{ms['scratch']:.2f}", f"{ratio:.2f}", spread]
-        )
+    records = [
+        {"kind": kind, "value": value, "hidden_units": list(hidden)}
+        | _scaling_point(data, hidden, steps, rounds, batch_size)
+        for kind, value, hidden in configs
+    ]
+    rows = [
+        [
+            r["kind"],
+            r["value"],
+            f"{r['concise_ms_per_step']:.2f}",
+            f"{r['scratch_ms_per_step']:.2f}",
+            f"{r['scratch_over_concise']:.2f}",
+            "{:.2f}-{:.2f}".format(*_ratio_range(r)),
+        ]
+        for r in records
+    ]
     print_table(
         f"scaling: ms per training step (batch {batch_size}; depth uses width 256), the median "
         f"over {rounds} rounds; scratch/concise of the medians, and its min-max over the rounds",
@@ -127,6 +114,33 @@ def run_scaling_benchmark(output_dir, widths, depths, steps, rounds=5, batch_siz
     write_json(Path(output_dir) / "scaling.json", {"results": records, "machine": machine()})
     _plot_scaling(Path(output_dir) / "scaling.png", records)
     return records
+
+
+def _scaling_point(data, hidden_units, steps, rounds, batch_size):
+    """Both models' ms per step at one net size, `rounds` times in turn (so that both see
+    the same machine), and their medians."""
+    measured = {"concise": [], "scratch": []}
+    for _ in range(rounds):
+        for model_name, ms in measured.items():
+            seconds, _ = time_ours(
+                model_name, data, epochs=3, batch_size=batch_size, hidden_units=hidden_units
+            )
+            ms.append(1000 * steady(seconds) / steps)
+    concise, scratch = (float(np.median(measured[name])) for name in ("concise", "scratch"))
+    return {
+        "rounds": rounds,
+        "concise_ms_per_round": measured["concise"],
+        "scratch_ms_per_round": measured["scratch"],
+        "concise_ms_per_step": concise,
+        "scratch_ms_per_step": scratch,
+        "scratch_over_concise": scratch / concise,
+    }
+
+
+def _ratio_range(record):
+    """The min and max over the rounds of scratch / concise."""
+    ratios = np.divide(record["scratch_ms_per_round"], record["concise_ms_per_round"])
+    return float(ratios.min()), float(ratios.max())
 
 
 def _plot_scaling(path, records):
@@ -140,7 +154,17 @@ def _plot_scaling(path, records):
             axes[0, column].plot(
                 x, [r[f"{model_name}_ms_per_step"] for r in part], "o-", label=model_name
             )
-        axes[1, column].plot(x, [r["scratch_over_concise"] for r in part], "o-", color="C2")
+        ratios = np.array([r["scratch_over_concise"] for r in part])
+        low, high = np.array([_ratio_range(r) for r in part]).T.reshape(2, -1)
+        axes[1, column].errorbar(
+            # The ratio of the medians may fall outside the rounds' own ratios: no negative bar.
+            x,
+            ratios,
+            yerr=np.clip([ratios - low, high - ratios], 0, None),
+            fmt="o-",
+            color="C2",
+            capsize=3,
+        )
         axes[1, column].axhline(1.0, color="k", lw=0.8)
         axes[1, column].set_xlabel(f"hidden {kind}")
         if kind == "width":
@@ -148,7 +172,7 @@ def _plot_scaling(path, records):
         else:
             axes[1, column].set_xticks(x)
     axes[0, 0].set_ylabel("ms per step")
-    axes[1, 0].set_ylabel("scratch / concise")
+    axes[1, 0].set_ylabel("scratch / concise\n(median; bars: min-max of the rounds)")
     axes[0, 0].legend()
     _save_figure(fig, path)
 

@@ -1,4 +1,4 @@
-"""Tests for keras_mlp.augment: the mirror and shift themselves, their draws in the
+"""Tests for keras_mlp.augment: the mirror, shift and erasing themselves, their draws in the
 training pipeline (exact resume, every topology alike, validation untouched), and the
 flags of a run."""
 
@@ -54,6 +54,42 @@ class AugmentationTest(tf.test.TestCase):
         self.assertAllEqual(out[0, :, 0], np.zeros((4, 3)))
         self.assertAllEqual(out[0, 1:, 1:], np.full((3, 3, 3), 9))
 
+    def test_erase_zeroes_the_rectangle_drawn_in_images_drawn_below_one_half(self):
+        images = np.full((3, 5, 6, 2), 7, np.uint8)  # colour channels are erased together
+        erase = Augmentation(erase=3)
+        # Sizes 1 + floor(d * 3); the corner floor(d * room), room = frame - size + 1.
+        out = erase(
+            images,
+            _draws(
+                [0.9, 0.9, 0.9, 0.2, 0.4, 0.0, 0.5, 0.99],  # 2 x 1 at rows 2-3, column 5
+                [0.9, 0.9, 0.9, 0.7, 0.99, 0.99, 0.0, 0.0],  # not erased (0.7)
+                [0.9, 0.9, 0.9, 0.0, 0.99, 0.4, 0.99, 0.0],  # 3 x 2 at rows 2-4, columns 0-1
+            ),
+        ).numpy()
+        expected = np.full_like(images, 7)
+        expected[0, 2:4, 5] = 0
+        expected[2, 2:5, 0:2] = 0
+        self.assertAllEqual(out, expected)
+
+    def test_erase_draws_come_after_and_leave_the_mirror_and_shift_draws_alone(self):
+        plain = Augmentation(flip=True, shift=1).epoch_draws(3, 2, 10)
+        with_erase = Augmentation(flip=True, shift=1, erase=4).epoch_draws(3, 2, 10)
+        self.assertEqual(with_erase.shape, (10, 8))
+        self.assertAllEqual(with_erase[:, :3], plain)  # runs without erasing are unchanged
+        # Over many examples: about half erased, every size from 1 to 4, inside the frame.
+        images = np.full((2000, 28, 28), 255, np.uint8)
+        erase = Augmentation(erase=4)
+        out = erase(images, erase.epoch_draws(0, 0, 2000)).numpy()
+        zeros = out == 0
+        erased = zeros.any(axis=(1, 2))
+        self.assertBetween(erased.mean(), 0.45, 0.55)
+        heights = zeros[erased].any(axis=2).sum(axis=1)
+        widths = zeros[erased].any(axis=1).sum(axis=1)
+        self.assertEqual(set(heights), {1, 2, 3, 4})
+        self.assertEqual(set(widths), {1, 2, 3, 4})
+        self.assertAllEqual(zeros[erased].sum(axis=(1, 2)), heights * widths)  # rectangles
+        self.assertTrue(zeros[:, 0].any() and zeros[:, -1].any())  # both edges reachable
+
     def test_off_is_false_and_a_shift_must_leave_the_frame(self):
         self.assertFalse(Augmentation())
         self.assertTrue(Augmentation(flip=True))
@@ -62,6 +98,12 @@ class AugmentationTest(tf.test.TestCase):
             Augmentation(shift=28).check((28, 28))
         with self.assertRaisesRegex(UserError, "random_shift=-1"):
             config_lib.RunConfig(random_shift=-1)
+        self.assertTrue(Augmentation(erase=1))
+        Augmentation(erase=28).check((28, 28))
+        with self.assertRaisesRegex(UserError, r"random_erase=29 must be at most .* 28x28"):
+            Augmentation(erase=29).check((28, 28))
+        with self.assertRaisesRegex(UserError, "random_erase=-2"):
+            config_lib.RunConfig(random_erase=-2)
 
 
 class AugmentedPipelineTest(tf.test.TestCase):
@@ -72,7 +114,7 @@ class AugmentedPipelineTest(tf.test.TestCase):
         ramp = np.arange(8, dtype=np.uint8)[None, None, :] * 10
         self.images = np.repeat(ramp, 8, axis=1) + np.arange(self.n, dtype=np.uint8)[:, None, None]
         self.labels = np.arange(self.n, dtype=np.int32)
-        self.augment = Augmentation(flip=True, shift=1)
+        self.augment = Augmentation(flip=True, shift=1, erase=3)
 
     def _batches(self, epoch=0, step=0, num_steps=4, augment=True, strategy=None):
         """`(images, labels)` of each step, the replicas' parts joined."""
@@ -112,16 +154,20 @@ class AugmentedRunTest(tf.test.TestCase):
             epochs=1,
             random_flip=True,
             random_shift=2,
+            random_erase=3,
             model_dir=str(Path(self.get_temp_dir()) / "run"),
         )
         data, _ = run.build(config, tf.distribute.get_strategy())
         train, validation = run.fit_inputs(config, data)
-        self.assertEqual((train.augment.flip, train.augment.shift), (True, 2))
+        augment = train.augment
+        self.assertEqual((augment.flip, augment.shift, augment.erase), (True, 2, 3))
         self.assertIsNone(validation.augment)
         self.assertAllEqual(validation.x, data.val_images)
         result = run.train(config, verbose=False)
         saved = json.loads((Path(result.model_dir) / "run_config.json").read_text())
-        self.assertEqual((saved["random_flip"], saved["random_shift"]), (True, 2))
+        self.assertEqual(
+            (saved["random_flip"], saved["random_shift"], saved["random_erase"]), (True, 2, 3)
+        )
         plain = config_lib.RunConfig(dataset="synthetic")
         self.assertEqual(run.fit_inputs(plain, data), (data, None))
 
