@@ -27,8 +27,8 @@ def relu(x):
 
     Why the derivative is given rather than derived: automatic differentiation of
     `maximum` (or of `where`) builds a select and a tensor of zeros per call, which made
-    the scratch model's epoch about 7-10% slower than the concise model's fused `relu`
-    (README, "Performance"); one mask multiply is what `tf.nn.relu`'s own gradient does.
+    the scratch model's epoch measurably slower than the concise model's (README,
+    "Performance"); one mask multiply is what `tf.nn.relu`'s own gradient does.
 
     Args:
         x: A tensor.
