@@ -122,6 +122,7 @@ class Trainer:
             check_accepted("optimizer", optimizer, OPTIMIZERS)  # now, not at fit
         self.epochs = epochs
         self.batch_size = batch_size
+        check_positive_int("batch_size", batch_size)
         if validation_batch_size is None:
             validation_batch_size = default_validation_batch_size(batch_size)
         check_positive_int("validation_batch_size", validation_batch_size)
@@ -398,8 +399,7 @@ def default_validation_batch_size(batch_size):
     (docs/design.md, "Evaluation batches"). A multiple of `batch_size` divides among
     the replicas as it does; the factor's bound keeps a large-input model's pass within
     4 training batches' inputs."""
-    factor = min(EVAL_BATCH_MAX_FACTOR, -(-EVAL_BATCH_TARGET // batch_size))
-    return batch_size * max(factor, 1)
+    return batch_size * min(EVAL_BATCH_MAX_FACTOR, -(-EVAL_BATCH_TARGET // batch_size))
 
 
 def _check_steps(train, batch_size):

@@ -122,6 +122,8 @@ class TrainerTest(tf.test.TestCase, parameterized.TestCase):
             UserError, "validation_batch_size=0 must be a positive integer"
         ):
             Trainer(validation_batch_size=0)
+        with self.assertRaisesRegex(UserError, "batch_size=0 must be a positive integer"):
+            Trainer(batch_size=0)
 
     def test_each_tf_function_is_traced_once(self):
         data = load_dataset("synthetic")
