@@ -28,7 +28,10 @@ def relu(x):
     Why the derivative is given rather than derived: automatic differentiation of
     `maximum` (or of `where`) builds a select and a tensor of zeros per call, which made
     the scratch model's epoch measurably slower than the concise model's (README,
-    "Performance"); one mask multiply is what `tf.nn.relu`'s own gradient does.
+    "Performance"). The written-out step is `sign(max(x, 0))`: one vectorized op,
+    where the comparison `x > 0` and its cast cost several times as much
+    (docs/design.md, "The scratch model's step"). It differs from `tf.nn.relu`'s
+    gradient at a NaN input only: NaN there, not 0 (the loss is NaN then anyway).
 
     Args:
         x: A tensor.
@@ -44,9 +47,10 @@ def _relu_with_derivative(x):
     def derivative(*args, upstream=None):
         if upstream is None:  # the TensorFlow and JAX backends pass it positionally
             (upstream,) = args
-        return upstream * ops.cast(x > 0, upstream.dtype)
+        return upstream * ops.sign(y)  # 1 where x > 0, else 0
 
-    return ops.maximum(x, 0.0), derivative
+    y = ops.maximum(x, 0.0)
+    return y, derivative
 
 
 @keras.saving.register_keras_serializable(package="keras_mlp")
@@ -161,7 +165,10 @@ class ScratchDense(keras.layers.Layer):
         self.bias = self.add_weight(name=self.bias_name, shape=(self.units,), initializer="zeros")
 
     def call(self, inputs):
-        return self.activation(ops.matmul(inputs, self.kernel) + self.bias)
+        # `ops.add`, not `+`: TensorFlow's Keras backend makes a bias add of it, whose
+        # gradient is one dedicated kernel instead of a broadcast sum over the batch
+        # (docs/design.md, "The scratch model's step").
+        return self.activation(ops.add(ops.matmul(inputs, self.kernel), self.bias))
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], self.units)
