@@ -34,6 +34,8 @@ from keras_mlp.reporting import print_table, save_figure, write_json
 
 # The column every other is divided by, when it was measured.
 BASELINES = ("torch", "tf_loop", "keras_fit")
+# The job timing ours and the bare loop in one process (`contenders.time_ours_beside_tf_loop`).
+PAIRED = "ours_beside_tf_loop"
 
 
 def mlp_epoch_flops(input_dim, hidden_units, num_classes, num_train, num_val, batch_size):
@@ -68,13 +70,13 @@ def load_arrays(path):
 def measure(contender, model_name, arrays_path, epochs):
     """One contender's epochs, in this process: the record `train` collects."""
     data = load_arrays(arrays_path)
-    seconds, val_accuracy = contenders.time_contender(contender, model_name, data, epochs)
-    return {
-        "epoch_seconds": seconds,
-        "val_accuracy": val_accuracy,
-        "peak_rss_mib": speed.peak_rss_mib(),
-        "settings": process.settings(),
-    }
+    if contender == PAIRED:
+        ours, loop = contenders.time_ours_beside_tf_loop(model_name, data, epochs)
+        record = {"epoch_seconds": ours, "tf_loop_seconds": loop}
+    else:
+        seconds, val_accuracy = contenders.time_contender(contender, model_name, data, epochs)
+        record = {"epoch_seconds": seconds, "val_accuracy": val_accuracy}
+    return {**record, "peak_rss_mib": speed.peak_rss_mib(), "settings": process.settings()}
 
 
 def _run_in_subprocess(args, timeout=900):
@@ -89,11 +91,14 @@ def _run_in_subprocess(args, timeout=900):
     return result.stdout
 
 
-def _jobs(models, chosen, torch_available):
+def _jobs(models, chosen, torch_available, paired):
     """`(contender, model)` in the order each round runs them: each of `chosen` on each
-    of `models`, the contenders that write the MLP out once (`"bare"`)."""
+    of `models`, the contenders that write the MLP out once (`"bare"`), then (`paired`,
+    with ours and tf_loop chosen) ours beside the bare loop on each model."""
     jobs = [(c, m) for m in models for c in chosen if c not in contenders.MODEL_FREE]
     jobs += [(c, "bare") for c in chosen if c in contenders.MODEL_FREE]
+    if paired and {"ours", "tf_loop"} <= set(chosen):
+        jobs += [(PAIRED, m) for m in models]
     return [job for job in jobs if job[0] != "torch" or torch_available]
 
 
@@ -114,13 +119,17 @@ def _run_job(contender, model_name, arrays_path, epochs):
 
 def _measure_rounds(jobs, arrays_path, epochs, rounds):
     """Every job once per round, rounds in turn; a record per job with every round's
-    steady epoch seconds."""
+    steady epoch seconds (the paired job: every epoch pair's ratio after the warm-up)."""
     records = {job: {"contender": job[0], "model": job[1], "rounds": []} for job in jobs}
     for number in range(rounds):
         for job in jobs:
             print(f"round {number + 1}/{rounds}: {job[0]} {job[1]}", file=sys.stderr, flush=True)
             result = _run_job(*job, arrays_path, epochs + 1)
             record = records[job]
+            if job[0] == PAIRED:
+                pairs = zip(result["epoch_seconds"][1:], result["tf_loop_seconds"][1:], strict=True)
+                record["rounds"].append([ours / loop for ours, loop in pairs])
+                continue
             record["rounds"].append(speed.steady(result["epoch_seconds"]))
             record["val_accuracy"] = result["val_accuracy"]
             record["peak_rss_mib"] = max(
@@ -128,6 +137,15 @@ def _measure_rounds(jobs, arrays_path, epochs, rounds):
             )
             record["settings"] = result["settings"]
     return list(records.values())
+
+
+def _paired_figures(record):
+    """The paired job's median ratio and its middle half, over every epoch pair."""
+    ratios = [ratio for round_ratios in record["rounds"] for ratio in round_ratios]
+    record["pairs"] = len(ratios)
+    record["median_ratio"] = float(np.median(ratios))
+    record["middle_half"] = [float(q) for q in np.quantile(ratios, [0.25, 0.75])]
+    return record
 
 
 def _add_figures(records, trained, flops, limit):
@@ -192,6 +210,16 @@ def _print_train_report(report):
         print("torch: not importable, its column is missing (pip install 'keras_mlp[torch]')")
     if "scratch_over_concise" in report:
         print(f"scratch / concise (ours): {report['scratch_over_concise']:.2f}")
+    if report["ours_beside_tf_loop"]:
+        each = ", ".join(
+            f"{r['model']} {r['median_ratio']:.2f} ({r['middle_half'][0]:.2f}-"
+            f"{r['middle_half'][1]:.2f})"
+            for r in report["ours_beside_tf_loop"]
+        )
+        print(
+            "ours / tf_loop in one process, epochs alternating (median and middle half of "
+            f"{report['ours_beside_tf_loop'][0]['pairs']} epoch pairs): {each}"
+        )
 
 
 def _plot_train(path, records, flops, limit, rounds):
@@ -235,16 +263,20 @@ def run_train_benchmark(
     rounds,
     models=("concise", "scratch"),
     chosen=contenders.CONTENDERS,
+    paired=True,
 ):
-    """Every contender on the chapter's epoch, `rounds` rounds in turn; the table,
-    train.json and train.png in `output_dir`."""
+    """Every contender on the chapter's epoch, `rounds` rounds in turn (`paired`: and ours
+    beside the bare loop in one process); the table, train.json and train.png in
+    `output_dir`."""
     data = data_lib.load_dataset(dataset, data_dir=data_dir)
     torch_available = importlib.util.find_spec("torch") is not None
     with tempfile.TemporaryDirectory() as tmp:
         arrays = Path(tmp) / "arrays.npz"
         save_arrays(arrays, data)
-        jobs = _jobs(models, chosen, torch_available)
-        records = _measure_rounds(jobs, arrays, epochs, rounds)
+        jobs = _jobs(models, chosen, torch_available, paired)
+        measured = _measure_rounds(jobs, arrays, epochs, rounds)
+    records = [r for r in measured if r["contender"] != PAIRED]
+    beside = [_paired_figures(r) for r in measured if r["contender"] == PAIRED]
     limit = {
         lib: max(speed.matmul_gflops(n, lib) for n in (1024, 2048, 4096))
         for lib in ("tensorflow", "numpy")
@@ -264,6 +296,7 @@ def run_train_benchmark(
         "results": records,
         "measured": {
             "contenders": list(chosen),
+            "paired": bool(beside),
             "rounds": rounds,
             "epochs": epochs,
             "trained_examples_per_epoch": trained,
@@ -273,6 +306,7 @@ def run_train_benchmark(
         "settings": records[0]["settings"],
         "torch": torch_record["settings"]["torch"] if torch_record else None,
         "machine": speed.machine(),
+        "ours_beside_tf_loop": beside,
     }
     ours = {r["model"]: r["median_epoch_seconds"] for r in records if r["contender"] == "ours"}
     if {"concise", "scratch"} <= set(ours):
@@ -310,6 +344,14 @@ def define_flags(flag_values):
     flags.DEFINE_list(
         "models", ["concise", "scratch"], "train: the package's models to measure.", **kw
     )
+    flags.DEFINE_boolean(
+        "paired",
+        True,
+        "train, with ours and tf_loop among the contenders: also time both in one process, "
+        "epochs alternating (one more process per model and round), for their ratio without "
+        "the spread between processes.",
+        **kw,
+    )
     flags.DEFINE_list(
         "contenders",
         list(contenders.CONTENDERS),
@@ -341,7 +383,11 @@ def define_flags(flag_values):
     )
     # The internal command each timed TensorFlow contender runs in its own process.
     flags.DEFINE_enum(
-        "contender", "ours", contenders.CONTENDERS, "measure (internal): what to time.", **kw
+        "contender",
+        "ours",
+        [*contenders.CONTENDERS, PAIRED],
+        "measure (internal): what to time.",
+        **kw,
     )
     flags.DEFINE_string("model", "concise", "measure (internal): the model.", **kw)
     flags.DEFINE_string("arrays", None, "measure (internal): the .npz of the data.", **kw)
@@ -412,6 +458,7 @@ def _benchmark(fv, args):
             fv.rounds,
             tuple(fv.models),
             tuple(fv.contenders),
+            fv.paired,
         )
     elif command == "scaling":
         speed.run_scaling_benchmark(

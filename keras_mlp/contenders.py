@@ -13,6 +13,8 @@ validation split) written each contender's way, and timed per epoch.
 - `tf_loop`: the floor: the fastest bare TensorFlow loop we know for the same step
   (one `tf.function` call per epoch, batches gathered from a pre-scaled float32
   constant, the update written out, no Keras).
+- `ours` beside `tf_loop` (`time_ours_beside_tf_loop`): both in one process, epochs
+  alternating, for their ratio without the spread between processes.
 - `torch`: PyTorch eager, the same model, data and step (when `torch` is importable:
   `pip install 'keras_mlp[torch]'`).
 
@@ -129,8 +131,9 @@ def _correct(scores, labels):
     )
 
 
-def time_tf_loop(data, epochs):
-    """The bare TensorFlow loop: an epoch (its steps and the validation) per call."""
+def bare_loop(data):
+    """The bare TensorFlow loop, built: `run(number)` trains epoch `number` (its steps,
+    then the validation) in one call and returns the validation accuracy."""
     x, y = tf.constant(_scaled(data.train_images)), tf.constant(data.train_labels, tf.int32)
     x_val, y_val = tf.constant(_scaled(data.val_images)), tf.constant(data.val_labels, tf.int32)
     rng = np.random.default_rng(0)
@@ -165,12 +168,45 @@ def time_tf_loop(data, epochs):
             correct += _correct(scores, labels)
         return loss_sum, correct, _correct(logits(x_val), y_val)
 
+    def run(number):
+        _, _, correct = epoch(tf.constant([0, number], tf.int64))
+        return int(correct) / len(data.val_images)
+
+    return run
+
+
+def time_tf_loop(data, epochs):
+    """The bare TensorFlow loop: an epoch (its steps and the validation) per call."""
+    run = bare_loop(data)
     seconds = []
     for number in range(epochs):
         start = time.perf_counter()
-        _, _, correct = epoch(tf.constant([0, number], tf.int64))
+        accuracy = run(number)
         seconds.append(time.perf_counter() - start)
-    return seconds, int(correct) / len(data.val_images)
+    return seconds, accuracy
+
+
+class _BareLoopEpochs(keras.callbacks.Callback):
+    """Times one epoch of the bare loop after each of the Trainer's epochs (which the
+    Trainer times before its callbacks' `on_epoch_end`)."""
+
+    def __init__(self, run):
+        super().__init__()
+        self.run, self.seconds = run, []
+
+    def on_epoch_end(self, epoch, logs=None):
+        start = time.perf_counter()
+        self.run(epoch)
+        self.seconds.append(time.perf_counter() - start)
+
+
+def time_ours_beside_tf_loop(model_name, data, epochs):
+    """Our `Trainer` and the bare loop in one process, epochs alternating: per-epoch
+    seconds of each, `(ours, bare loop)`. Both see the same moments of the machine, so
+    their ratio is free of the spread between processes."""
+    loop_epochs = _BareLoopEpochs(bare_loop(data))
+    seconds, _ = time_ours(model_name, data, epochs, callbacks=[loop_epochs])
+    return seconds, loop_epochs.seconds
 
 
 def time_contender(contender, model_name, data, epochs):

@@ -217,6 +217,39 @@ def test_the_bare_loop_takes_the_chapters_sgd_step():
         np.testing.assert_allclose(mine.numpy(), expected.numpy(), atol=1e-5)
 
 
+def test_ours_beside_the_bare_loop_alternates_their_epochs_in_one_process(
+    monkeypatch, synthetic_arrays
+):
+    events = []
+    real_bare_loop = contenders.bare_loop
+
+    def recording_bare_loop(data):
+        run = real_bare_loop(data)
+
+        def recorded(number):
+            events.append(("bare loop", number))
+            return run(number)
+
+        return recorded
+
+    class Recorder(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            events.append(("ours", epoch))
+
+    real_time_ours = contenders.time_ours
+
+    def time_ours_recorded(*args, callbacks=(), **kwargs):
+        return real_time_ours(*args, callbacks=[Recorder(), *callbacks], **kwargs)
+
+    monkeypatch.setattr(contenders, "bare_loop", recording_bare_loop)
+    monkeypatch.setattr(contenders, "time_ours", time_ours_recorded)
+    record = benchmark.measure(benchmark.PAIRED, "scratch", synthetic_arrays, 3)
+    assert events == [(who, epoch) for epoch in range(3) for who in ("ours", "bare loop")]
+    assert len(record["epoch_seconds"]) == len(record["tf_loop_seconds"]) == 3
+    assert all(s > 0 for s in record["epoch_seconds"] + record["tf_loop_seconds"])
+    assert record["settings"] == process.settings()
+
+
 def test_the_torch_contender_learns_in_a_process_without_tensorflow(synthetic_arrays):
     pytest.importorskip("torch")
     result = subprocess.run(
@@ -354,6 +387,24 @@ def test_train_command_figures_agree_with_each_other(tmp_path):
     assert float(limits[1]) == pytest.approx(limit["tensorflow"], abs=0.5)
     assert float(limits[2]) == pytest.approx(limit["numpy"], abs=0.5)
     assert (out / "train.png").read_bytes()[:8] == PNG
+
+    # Ours beside the bare loop in one process: every epoch pair after the warm-up.
+    assert report["measured"]["paired"] is True
+    (beside,) = report["ours_beside_tf_loop"]
+    assert beside["model"] == "concise" and len(beside["rounds"]) == 2
+    ratios = [ratio for pairs in beside["rounds"] for ratio in pairs]
+    assert beside["pairs"] == len(ratios) == 2 * 2  # rounds x measured epochs
+    assert beside["median_ratio"] == pytest.approx(statistics.median(ratios))
+    low, high = beside["middle_half"]
+    assert min(ratios) <= low <= beside["median_ratio"] <= high <= max(ratios)
+    line = re.search(
+        r"epochs alternating .* of (\d+) epoch pairs\): concise ([\d.]+) \(([\d.]+)-([\d.]+)\)",
+        result.stdout,
+    )
+    assert line, result.stdout
+    assert int(line[1]) == 4
+    assert float(line[2]) == pytest.approx(beside["median_ratio"], abs=0.005)
+    assert (float(line[3]), float(line[4])) == pytest.approx((low, high), abs=0.005)
 
 
 @pytest.mark.slow
